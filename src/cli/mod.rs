@@ -1,0 +1,58 @@
+//! The command-line front: clap argument structs (only what the user typed),
+//! one file per subcommand, tables through comfy-table and `--json` through
+//! serde. Nothing outside this module sees clap types.
+//!
+//! Each subcommand module exposes `Args` (clap) and `run(&Args) -> anyhow::Result<ExitCode>`.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod exit;
+pub mod header;
+pub mod table;
+
+/// Plan where an LLM's tensors live before you deploy it.
+#[derive(Debug, Parser)]
+#[command(name = "ggplan", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show a GGUF file's raw header: metadata, tensor types and sizes.
+    Header(header::Args),
+}
+
+/// Parse `std::env::args`, run, and turn the outcome into an exit code.
+/// Errors print their whole cause chain (`{:#}`) on stderr; a closed pipe
+/// (`ggplan … | head`) is success, as ripgrep does.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            let _ = writeln!(std::io::stderr(), "error: {err:#}");
+            ExitCode::from(exit::code_for(&err))
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Header(a) => header::run(a),
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
