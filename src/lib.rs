@@ -26,6 +26,7 @@
 
 pub mod cli;
 pub mod gguf;
+pub mod model;
 pub mod units;
 
 pub use units::Bytes;
