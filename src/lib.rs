@@ -27,6 +27,7 @@
 pub mod cli;
 pub mod gguf;
 pub mod model;
+pub mod solver;
 pub mod units;
 
 pub use units::Bytes;
