@@ -44,8 +44,9 @@ pub fn pcie_gbs(generation: u32, lanes: u32) -> Option<f64> {
 /// memory type NVIDIA ships (GDDR5/5X/6/6X/7 and HBM2/2e/3/3e), e.g. RTX 4090
 /// 10501 MHz × 2 × 384/8 = 1008 GB/s (spec 1008), A4000 7001 MHz → 448 GB/s
 /// (spec 448), H100 SXM 2619 MHz × 2 × 5120/8 = 3352 GB/s (spec 3.35 TB/s).
-/// Those clock values are the ones nvidia-smi is widely reported to show;
-/// they were not measured in this project (no GPU was reachable).
+/// The clocks are the "Max Clocks / Memory" of public `nvidia-smi -q` outputs
+/// (a GDDR7 RTX 50 card shows 14001 MHz: × 2 = its 28 Gbps); they were not
+/// measured in this project (no GPU was reachable).
 pub fn memory_gbs(bus_width_bits: u32, max_mem_clock_mhz: u32) -> Option<f64> {
     if bus_width_bits == 0 || max_mem_clock_mhz == 0 {
         return None;

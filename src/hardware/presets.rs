@@ -129,11 +129,11 @@ mod tests {
         let hw = load("rtx4090-rtx5070ti").unwrap().unwrap();
         assert_eq!(hw.name.as_deref(), Some("rtx4090-rtx5070ti"));
         let cuda1 = hw.device("CUDA1").unwrap();
-        assert_eq!(hw.effective_capacity(cuda1), Bytes::from_mib(16384 - 3500));
+        assert_eq!(hw.effective_capacity(cuda1), Bytes::from_mib(16303 - 3500));
 
         let a4000 = load("8x-rtx-a4000-epyc-7532").unwrap().unwrap();
         assert_eq!(a4000.devices.len(), 8);
-        assert!(a4000.devices.iter().all(|d| d.memory_mib == 16384));
+        assert!(a4000.devices.iter().all(|d| d.memory_mib == 16376));
 
         let cpu = load("epyc-9655-cpu").unwrap().unwrap();
         assert!(cpu.devices.is_empty());
