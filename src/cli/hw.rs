@@ -8,10 +8,8 @@
 //! fp16_tflops, link_gbs, endpoint }], total_capacity_bytes, warnings }`.
 //! `pool` is `"own"` or `"host"`; absent optional values are `null`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use serde::Serialize;
 
 use crate::cli::table::new_table;
@@ -68,34 +66,12 @@ struct DeviceRow<'a> {
     endpoint: Option<&'a str>,
 }
 
-/// Load `arg` as a path if it exists, else as a preset name.
-pub fn load(arg: &str) -> anyhow::Result<(Hardware, String)> {
-    let path = PathBuf::from(arg);
-    if path.exists() || arg.ends_with(".toml") || arg.contains('/') {
-        let hw = Hardware::from_path(&path)?;
-        return Ok((hw, path.display().to_string()));
-    }
-    match presets::load(arg) {
-        Some(hw) => Ok((
-            hw.with_context(|| format!("preset {arg}"))?,
-            format!("preset {arg}"),
-        )),
-        None => {
-            let known: Vec<&str> = presets::names().collect();
-            anyhow::bail!(
-                "no hardware file or preset named {arg:?} (presets: {})",
-                known.join(", ")
-            )
-        }
-    }
-}
-
 fn opt(x: Option<f64>, unit: &str) -> String {
     x.map_or_else(|| "-".to_string(), |v| format!("{v} {unit}"))
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let (hw, source) = load(&args.file)?;
+    let (hw, source) = presets::load_file_or_preset(&args.file)?;
     let h = &hw.host;
     let report = Report {
         name: hw.name.as_deref(),

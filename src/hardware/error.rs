@@ -24,6 +24,8 @@ pub enum HardwareError {
         #[source]
         source: Box<toml::de::Error>,
     },
+    #[error("no hardware file or preset named {name:?} (presets: {known})")]
+    UnknownPreset { name: String, known: String },
     #[error("host.memory_mib must be greater than 0")]
     HostMemoryZero,
     #[error("host.reserved_mib ({reserved_mib}) exceeds host.memory_mib ({memory_mib})")]

@@ -59,4 +59,5 @@ pub use detect::{
 pub use error::{HardwareError, ProbeError, WriteError};
 pub use file::{Device, DeviceKind, Hardware, Host, Pool};
 pub use nvml::NvmlProbe;
+pub use presets::load_file_or_preset;
 pub use write::write_atomic;

@@ -5,6 +5,24 @@
 use super::error::HardwareError;
 use super::file::Hardware;
 
+/// Resolve what a user typed for `--hw`: an existing path (or anything that
+/// looks like one: ends in `.toml` or contains `/`) is loaded as a file,
+/// anything else as a preset name. Returns the hardware and a label for
+/// messages ("preset h100-sxm-80gb" or the path).
+pub fn load_file_or_preset(arg: &str) -> Result<(Hardware, String), HardwareError> {
+    let path = std::path::Path::new(arg);
+    if path.exists() || arg.ends_with(".toml") || arg.contains('/') {
+        return Ok((Hardware::from_path(path)?, path.display().to_string()));
+    }
+    match load(arg) {
+        Some(hw) => Ok((hw?, format!("preset {arg}"))),
+        None => Err(HardwareError::UnknownPreset {
+            name: arg.to_string(),
+            known: names().collect::<Vec<_>>().join(", "),
+        }),
+    }
+}
+
 /// `(name, file text)` for every preset, sorted by name. The name is the
 /// file stem in `hardware/`.
 pub const PRESETS: &[(&str, &str)] = &[
@@ -148,5 +166,27 @@ mod tests {
         assert_eq!(pair.total_capacity(), Bytes::from_mib(2 * 122880));
 
         assert!(load("no-such-preset").is_none());
+    }
+
+    #[test]
+    fn file_or_preset_resolution() {
+        let (hw, label) = load_file_or_preset("epyc-9655-cpu").unwrap();
+        assert_eq!(
+            (hw.host.cores, label.as_str()),
+            (Some(96), "preset epyc-9655-cpu")
+        );
+        let err = load_file_or_preset("epyc").unwrap_err().to_string();
+        assert!(
+            err.starts_with("no hardware file or preset named \"epyc\" (presets: 8x-rtx"),
+            "{err}"
+        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/hardware/laptop-rtx4060.toml");
+        let (hw, label) = load_file_or_preset(path).unwrap();
+        assert_eq!((hw.devices[0].memory_mib, label.as_str()), (8188, path));
+        // Looks like a path: never silently treated as a preset name.
+        assert!(matches!(
+            load_file_or_preset("missing.toml"),
+            Err(HardwareError::Read { .. })
+        ));
     }
 }
