@@ -26,6 +26,7 @@
 
 pub mod cli;
 pub mod gguf;
+pub mod hardware;
 pub mod model;
 pub mod solver;
 pub mod units;

@@ -9,8 +9,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod detect;
 pub mod exit;
 pub mod header;
+pub mod hw;
 pub mod table;
 
 /// Plan where an LLM's tensors live before you deploy it.
@@ -25,6 +27,10 @@ pub struct Cli {
 pub enum Command {
     /// Show a GGUF file's raw header: metadata, tensor types and sizes.
     Header(header::Args),
+    /// Show a hardware file's (or preset's) effective capacity per device.
+    Hw(hw::Args),
+    /// Write a hardware file for this machine (NVIDIA GPUs through NVML, RAM and cores from the OS).
+    Detect(detect::Args),
 }
 
 /// Parse `std::env::args`, run, and turn the outcome into an exit code.
@@ -47,6 +53,8 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Header(a) => header::run(a),
+        Command::Hw(a) => hw::run(a),
+        Command::Detect(a) => detect::run(a),
     }
 }
 

@@ -1,1 +1,2 @@
+mod hardware;
 mod smoke;
