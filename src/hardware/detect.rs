@@ -59,6 +59,10 @@ pub struct HostInfo {
     pub cores: Option<u32>,
     #[serde(default)]
     pub numa_nodes: Option<u32>,
+    /// A container's memory limit (cgroup v2 `memory.max`, v1
+    /// `memory.limit_in_bytes`) when it is below `MemTotal`.
+    #[serde(default)]
+    pub memory_limit_bytes: Option<u64>,
 }
 
 /// A source of NVIDIA GPU information.
@@ -144,11 +148,22 @@ impl HostProbe for OsHost {
                 .ok()
                 .and_then(|n| u32::try_from(n.get()).ok())
         });
+        let limit = [
+            "/sys/fs/cgroup/memory.max",
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+        ]
+        .iter()
+        .find_map(|p| {
+            std::fs::read_to_string(p)
+                .ok()
+                .and_then(|t| parse_cgroup_limit(&t))
+        });
         Ok(HostInfo {
             memory_total_bytes: total,
             memory_available_bytes: available,
             cores,
             numa_nodes: numa_nodes_linux(),
+            memory_limit_bytes: limit.filter(|&l| l < total),
         })
     }
 }
@@ -163,6 +178,13 @@ pub fn parse_meminfo(text: &str) -> Option<(u64, Option<u64>)> {
         })
     };
     Some((field("MemTotal")?, field("MemAvailable")))
+}
+
+/// A cgroup memory limit file: `max` (v2) means none; v1 writes a huge
+/// page-aligned number instead, which the caller drops by comparing with
+/// `MemTotal`.
+pub fn parse_cgroup_limit(text: &str) -> Option<u64> {
+    text.trim().parse().ok()
 }
 
 /// Physical cores, counted as llama.cpp's `common_cpu_get_num_physical_cores`
@@ -244,8 +266,19 @@ pub fn detect(
     opts: &DetectOptions,
 ) -> Result<Detected, ProbeError> {
     let h = host.host()?;
-    let memory_mib = h.memory_total_bytes / MIB;
+    let mut notes = Vec::new();
+    let limit = h.memory_limit_bytes.filter(|&l| l < h.memory_total_bytes);
+    let memory_mib = limit.unwrap_or(h.memory_total_bytes) / MIB;
     let reserved_mib = if opts.ignore_used {
+        0
+    } else if let Some(l) = limit {
+        // Host-wide use says nothing about what is left inside the limit.
+        notes.push(format!(
+            "a cgroup limit of {} MiB applies (MemTotal is {} MiB): host.memory_mib is the limit; \
+             set host.reserved_mib to what else runs in this container",
+            l / MIB,
+            h.memory_total_bytes / MIB
+        ));
         0
     } else {
         h.memory_available_bytes
@@ -261,7 +294,6 @@ pub fn detect(
         cores: h.cores.filter(|&c| c > 0),
         numa_nodes: h.numa_nodes.filter(|&n| n > 0),
     };
-    let mut notes = Vec::new();
     let (gpus, gpu_unavailable) = match gpu.gpus() {
         Ok(g) => (g, None),
         Err(ProbeError::Unavailable { reason }) => (Vec::new(), Some(reason)),
@@ -372,11 +404,11 @@ pub fn render(d: &Detected) -> String {
     let h = &hw.host;
     out.push_str("[host]\n");
     out.push_str(&format!(
-        "memory_mib = {}  # MemTotal, /proc/meminfo\n",
+        "memory_mib = {}  # MemTotal (/proc/meminfo), or a lower cgroup limit\n",
         h.memory_mib
     ));
     out.push_str(&format!(
-        "reserved_mib = {}  # MemTotal - MemAvailable at detection\n",
+        "reserved_mib = {}  # MemTotal - MemAvailable at detection (see the notes above)\n",
         h.reserved_mib
     ));
     match h.bandwidth_gbs {
@@ -478,6 +510,7 @@ mod tests {
             memory_available_bytes: Some(60 * GIB - 1),
             cores: Some(16),
             numa_nodes: Some(1),
+            memory_limit_bytes: None,
         }
     }
 
@@ -563,6 +596,30 @@ mod tests {
         };
         let d = detect(&f, &f, &opts).unwrap();
         assert!(d.notes.is_empty(), "{:?}", d.notes);
+    }
+
+    #[test]
+    fn a_cgroup_limit_replaces_mem_total() {
+        let mut f = fixture(vec![]);
+        f.host.memory_limit_bytes = Some(16 * GIB);
+        let d = detect(&f, &f, &DetectOptions::default()).unwrap();
+        assert_eq!(
+            (d.hardware.host.memory_mib, d.hardware.host.reserved_mib),
+            (16384, 0)
+        );
+        assert!(
+            d.notes
+                .iter()
+                .any(|n| n.contains("cgroup limit of 16384 MiB")),
+            "{:?}",
+            d.notes
+        );
+        // A "limit" above MemTotal (cgroup v1's unlimited value) is no limit.
+        f.host.memory_limit_bytes = Some(9223372036854771712);
+        let d = detect(&f, &f, &DetectOptions::default()).unwrap();
+        assert_eq!(d.hardware.host.memory_mib, 65536);
+        assert_eq!(parse_cgroup_limit("max\n"), None);
+        assert_eq!(parse_cgroup_limit("17179869184\n"), Some(16 * GIB));
     }
 
     #[test]

@@ -153,7 +153,7 @@ impl fmt::Display for DeviceKind {
 ///
 /// A planner must keep, for every pool, the sum of what it places there
 /// within [`Hardware::pool_capacity`], *and* each device within its own
-/// [`Hardware::effective_capacity`].
+/// [`Hardware::effective_capacity`]; [`Hardware::overflows`] checks both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Pool {
@@ -268,10 +268,10 @@ impl Hardware {
         }
     }
 
-    /// The capacity of a pool: the host's for [`Pool::Host`]; for
-    /// [`Pool::Own`] the device's own capacity.
-    pub fn pool_capacity(&self, pool: Pool, device: &Device) -> Bytes {
-        match pool {
+    /// The capacity of the pool `device` draws from: the host's for a
+    /// unified device, else the device's own.
+    pub fn pool_capacity(&self, device: &Device) -> Bytes {
+        match device.pool() {
             Pool::Host => self.host_capacity(),
             Pool::Own => device.capacity(),
         }
@@ -622,7 +622,7 @@ unified = false
         let igpu = &hw.devices[0];
         assert_eq!(igpu.pool(), Pool::Host);
         assert_eq!(hw.effective_capacity(igpu), Bytes::from_mib(64512));
-        assert_eq!(hw.pool_capacity(igpu.pool(), igpu), Bytes::from_mib(122880));
+        assert_eq!(hw.pool_capacity(igpu), Bytes::from_mib(122880));
         // host 120 GiB + the discrete 8 GiB; the iGPU's share is already in the host's.
         assert_eq!(hw.total_capacity(), Bytes::from_mib(122880 + 8192));
     }

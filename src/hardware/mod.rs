@@ -19,7 +19,9 @@
 //!   ([`Hardware::effective_capacity`]);
 //! * it sits in [`Pool::Host`]: whatever is placed on the host *and* on every
 //!   unified device together must fit [`Hardware::host_capacity`];
-//! * [`Hardware::total_capacity`] counts that RAM once.
+//! * [`Hardware::total_capacity`] counts that RAM once;
+//! * [`Hardware::overflows`] checks a placement's [`Usage`] against both the
+//!   per-device and the shared-pool limits, naming each [`Overflow`].
 //!
 //! # Example
 //!
@@ -47,6 +49,7 @@
 mod detect;
 mod error;
 mod file;
+mod fit;
 pub mod link;
 mod nvml;
 pub mod presets;
@@ -58,6 +61,7 @@ pub use detect::{
 };
 pub use error::{HardwareError, ProbeError, WriteError};
 pub use file::{Device, DeviceKind, Hardware, Host, Pool};
+pub use fit::{Overflow, Usage};
 pub use nvml::NvmlProbe;
 pub use presets::load_file_or_preset;
 pub use write::write_atomic;

@@ -38,8 +38,20 @@ pub fn write_atomic(path: &Path, contents: &[u8], overwrite: bool) -> Result<(),
             fs::rename(&tmp, path)
         } else {
             // link(2) fails with EEXIST instead of replacing: no window in
-            // which another writer's file could be clobbered.
-            fs::hard_link(&tmp, path)
+            // which another writer's file could be clobbered. Filesystems
+            // without hard links (some FUSE/SMB mounts) fall back to a
+            // check-then-rename, which has that window but is still atomic
+            // for readers.
+            match fs::hard_link(&tmp, path) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    if path.exists() {
+                        Err(std::io::ErrorKind::AlreadyExists.into())
+                    } else {
+                        fs::rename(&tmp, path)
+                    }
+                }
+                other => other,
+            }
         }
     })();
     let _ = fs::remove_file(&tmp);
