@@ -82,6 +82,8 @@ pub struct LayerCost {
     pub ffn_read: f64,
     /// Largest single movable tensor (the op-offload copy, §4.5).
     pub ffn_largest: u64,
+    /// Largest single tensor of the layer (op-offload copy of a CPU layer).
+    pub largest: u64,
     /// KV cache / recurrent state bytes allocated at the context.
     pub kv_bytes: u64,
     /// KV / state bytes read per decoded token of one sequence at a full slot.
@@ -132,6 +134,12 @@ fn elements(dims: &[u64]) -> u64 {
 /// Compute [`Costs`] for `model` at `cfg`. Per-layer bytes come from the
 /// tensors (skipped NextN tensors excluded), KV widths from the blocks.
 pub fn costs(model: &Model, cfg: &CtxConfig) -> Costs {
+    at_context(model, &weights(model), cfg)
+}
+
+/// The context-independent part of [`costs`] (one pass over the tensors),
+/// to reuse across many contexts.
+pub fn weights(model: &Model) -> Costs {
     let hp = &model.hparams;
     let n = model.blocks.len().max(hp.n_layer as usize);
     let mut layers = vec![LayerCost::default(); n];
@@ -177,6 +185,7 @@ pub fn costs(model: &Model, cfg: &CtxConfig) -> Costs {
                 let Some(l) = layers.get_mut(layer as usize) else {
                     continue;
                 };
+                l.largest = l.largest.max(bytes);
                 let moves = match movable {
                     Some(Movable::Experts) => group == TensorGroup::FfnRouted,
                     Some(Movable::DenseFfn) => group == TensorGroup::FfnDense,
@@ -202,6 +211,25 @@ pub fn costs(model: &Model, cfg: &CtxConfig) -> Costs {
         // The output reuses token_embd; a GPU output gets its own copy.
         output_bytes += input_bytes;
     }
+    Costs {
+        layers,
+        movable,
+        output_bytes,
+        output_params,
+        input_bytes,
+        output_act: 0,
+        act_base: 0,
+        host_compute: 0,
+        output_buffer: 0,
+        act_bytes_per_token: 4 * hp.n_embd,
+    }
+}
+
+/// [`costs`] from precomputed [`weights`]: only the KV and compute terms
+/// are recomputed.
+pub fn at_context(model: &Model, weights: &Costs, cfg: &CtxConfig) -> Costs {
+    let hp = &model.hparams;
+    let mut c = weights.clone();
 
     let t = cfg.pp_tokens();
     let e = hp.n_embd;
@@ -210,9 +238,11 @@ pub fn costs(model: &Model, cfg: &CtxConfig) -> Costs {
     let nkv = if cfg.kv_unified { cfg.n_ctx } else { n_ctx_seq };
     let row = |ty: GgmlType, w: u64| ty.row_size(w).unwrap_or(w * 2);
     for (il, b) in model.blocks.iter().enumerate() {
-        let Some(l) = layers.get_mut(il) else {
+        let Some(l) = c.layers.get_mut(il) else {
             continue;
         };
+        l.kv_bytes = 0;
+        l.kv_read_bytes = 0;
         let h = u64::from(hp.n_head.get(il).copied().unwrap_or(0));
         let hkv = u64::from(hp.n_head_kv.get(il).copied().unwrap_or(0));
         let dk = u64::from(hp.head_dim_k.get(il).copied().unwrap_or(0));
@@ -280,18 +310,11 @@ pub fn costs(model: &Model, cfg: &CtxConfig) -> Costs {
     }
     let mask = nkv * t * if cfg.flash_attn { 2 } else { 4 };
     let outputs = t.min(u64::from(cfg.n_seq.max(1)));
-    Costs {
-        layers,
-        movable,
-        output_bytes,
-        output_params,
-        input_bytes,
-        output_act: 4 * hp.n_vocab * outputs + 4 * e * outputs + 4 * e * t,
-        act_base: mask + 8 * e * t,
-        host_compute: 4 * e * t + mask + 8 * t,
-        output_buffer: 4 * hp.n_vocab * u64::from(cfg.n_seq.max(1)),
-        act_bytes_per_token: 4 * e,
-    }
+    c.output_act = 4 * hp.n_vocab * outputs + 4 * e * outputs + 4 * e * t;
+    c.act_base = mask + 8 * e * t;
+    c.host_compute = 4 * e * t + mask + 8 * t;
+    c.output_buffer = 4 * hp.n_vocab * u64::from(cfg.n_seq.max(1));
+    c
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 //! before it is shown: the planner never emits flags it has not simulated.
 
 pub mod costs;
+pub mod dp;
+pub mod layout;
 pub mod ranges;
 pub mod speed;
 pub mod synthetic;

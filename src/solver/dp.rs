@@ -1,0 +1,503 @@
+//! Exact dynamic programming over contiguous layer splits.
+//!
+//! llama.cpp's `-ngl`/`-ts` placement is a CPU prefix of blocks followed by
+//! one contiguous range per device in device order, the output "layer" on
+//! the last device that holds anything (`load_tensors`, §1.3–1.4). The
+//! decode time of such a split is a sum over layers, and each device's
+//! memory a sum over its range plus a compute buffer that depends on the
+//! range's largest activation, so
+//!
+//! ```text
+//! g[k][i] = min( g[k+1][i],                                   device k unused
+//!                seg(k, i, L, output),                        k is the last device
+//!                min_{i<j≤L} seg(k, i, j) + g[k+1][j] )       k takes [i, j)
+//! best    = min_{n_cpu, k0, j} cpu(0, n_cpu) + seg₀(k0, n_cpu, j) + g[k0+1][j]
+//! ```
+//!
+//! is exact for the planning model in `O(D·L²)` (range sums and maxima are
+//! precomputed). `seg₀` is the first device, which also holds the op-offload
+//! copy of the largest host weight (§4.5).
+//!
+//! With `allow_ffn_host`, a range that does not fit moves the movable FFN
+//! (routed experts, or a dense model's FFN) of its first blocks to the host
+//! until it does: the fewest blocks, as one compact `-ot` range. That is
+//! exact when the blocks of a range are alike (as in every MoE without
+//! leading dense layers) and otherwise a good start for the MILP.
+
+// The recurrences read clearest with explicit indices into the tables.
+#![allow(clippy::needless_range_loop)]
+
+use super::costs::Costs;
+use super::layout::Layout;
+use super::speed::{Rates, OP_OFFLOAD_MIN_BATCH, T_SPLIT_S};
+
+const GB: f64 = 1e9;
+
+/// One planning problem at a fixed context.
+#[derive(Clone, Debug)]
+pub struct Problem<'a> {
+    pub costs: &'a Costs,
+    pub rates: &'a Rates,
+    /// Devices the plan may use, in llama.cpp's device order (hardware indices).
+    pub order: Vec<usize>,
+    /// Planning capacity per hardware device, bytes (effective capacity − margin).
+    pub capacity: Vec<u64>,
+    /// Planning capacity of the host, bytes.
+    pub host_capacity: u64,
+    pub op_offload: bool,
+    pub ubatch: u64,
+    /// May move routed experts (dense: the FFN) of device layers to the host.
+    pub allow_ffn_host: bool,
+}
+
+impl Problem<'_> {
+    pub fn n_devices(&self) -> usize {
+        self.capacity.len()
+    }
+
+    fn offloading(&self) -> bool {
+        self.op_offload && self.ubatch >= OP_OFFLOAD_MIN_BATCH
+    }
+}
+
+/// Prefix sums and range maxima the recurrences use.
+struct Tables {
+    n: usize,
+    bytes: Vec<u64>,
+    ffn: Vec<u64>,
+    /// Per device slot k: prefix decode time with every FFN on the device.
+    time: Vec<Vec<f64>>,
+    /// Per device slot k: prefix time saved... negative: extra time of FFN on host.
+    ffn_extra: Vec<Vec<f64>>,
+    host_time: Vec<f64>,
+    host_bytes: Vec<u64>,
+    /// peak[i][j]: max act_peak over [i, j).
+    peak: Vec<Vec<u64>>,
+    /// largest[i]: max tensor over [0, i) (CPU prefix offload copy).
+    largest: Vec<u64>,
+    max_ffn_largest: u64,
+}
+
+fn tables(p: &Problem) -> Tables {
+    let c = p.costs;
+    let n = c.n_layer();
+    let hb = p.rates.host_bandwidth_gbs * GB;
+    let mut bytes = vec![0u64; n + 1];
+    let mut ffn = vec![0u64; n + 1];
+    let mut host_time = vec![0f64; n + 1];
+    let mut host_bytes = vec![0u64; n + 1];
+    let mut largest = vec![0u64; n + 1];
+    for (il, l) in c.layers.iter().enumerate() {
+        bytes[il + 1] = bytes[il] + l.fixed_bytes + l.kv_bytes + l.ffn_bytes;
+        ffn[il + 1] = ffn[il] + l.ffn_bytes;
+        let read = l.fixed_bytes as f64 + l.kv_read_bytes as f64 + l.ffn_bytes as f64 * l.ffn_read;
+        host_time[il + 1] = host_time[il] + read / hb;
+        host_bytes[il + 1] = bytes[il + 1];
+        largest[il + 1] = largest[il].max(l.largest);
+    }
+    let mut time = Vec::new();
+    let mut ffn_extra = Vec::new();
+    for &d in &p.order {
+        let bw = p.rates.devices.get(d).map_or(1.0, |r| r.bandwidth_gbs) * GB;
+        let link = p.rates.devices.get(d).map_or(16.0, |r| r.link_gbs) * GB;
+        let hop = 2.0 * (T_SPLIT_S + c.act_bytes_per_token as f64 / link);
+        let mut t = vec![0f64; n + 1];
+        let mut x = vec![0f64; n + 1];
+        for (il, l) in c.layers.iter().enumerate() {
+            let f = l.ffn_bytes as f64 * l.ffn_read;
+            let read = l.fixed_bytes as f64 + l.kv_read_bytes as f64 + f;
+            t[il + 1] = t[il] + read / bw;
+            x[il + 1] = x[il] + f / hb - f / bw + if l.ffn_bytes > 0 { hop } else { 0.0 };
+        }
+        time.push(t);
+        ffn_extra.push(x);
+    }
+    let mut peak = vec![vec![0u64; n + 1]; n + 1];
+    for i in 0..n {
+        let mut m = 0;
+        for j in i + 1..=n {
+            m = m.max(c.layers[j - 1].act_peak);
+            peak[i][j] = m;
+        }
+    }
+    Tables {
+        n,
+        bytes,
+        ffn,
+        time,
+        ffn_extra,
+        host_time,
+        host_bytes,
+        peak,
+        largest,
+        max_ffn_largest: c.layers.iter().map(|l| l.ffn_largest).max().unwrap_or(0),
+    }
+}
+
+/// A device range's decode time and how many leading blocks move their FFN.
+fn seg(
+    p: &Problem,
+    t: &Tables,
+    k: usize,
+    i: usize,
+    j: usize,
+    out: bool,
+    reserve: u64,
+) -> Option<(f64, usize)> {
+    let c = p.costs;
+    let d = p.order[k];
+    let bw = p.rates.devices.get(d).map_or(1.0, |r| r.bandwidth_gbs) * GB;
+    let link = p.rates.devices.get(d).map_or(16.0, |r| r.link_gbs) * GB;
+    let mut need = t.bytes[j] - t.bytes[i];
+    let mut peak = t.peak[i][j];
+    let mut time = t.time[k][j] - t.time[k][i] + T_SPLIT_S + c.act_bytes_per_token as f64 / link;
+    if out {
+        need += c.output_bytes;
+        peak = peak.max(c.output_act);
+        time += c.output_bytes as f64 / bw;
+    }
+    need += c.act_base + peak + reserve;
+    let cap = p.capacity[d];
+    if need <= cap {
+        return Some((time, 0));
+    }
+    if !p.allow_ffn_host {
+        return None;
+    }
+    let deficit = need - cap;
+    // Fewest leading blocks whose FFN bytes cover the deficit.
+    let base = t.ffn[i];
+    let m = t.ffn[i..=j].partition_point(|&f| f - base < deficit);
+    if m > j - i {
+        return None;
+    }
+    Some((time + t.ffn_extra[k][i + m] - t.ffn_extra[k][i], m))
+}
+
+#[derive(Clone, Copy)]
+enum Choice {
+    Skip,
+    Last,
+    Take(usize),
+}
+
+/// The best contiguous layout, or `None` if nothing fits.
+pub fn solve(p: &Problem) -> Option<Layout> {
+    let t = tables(p);
+    let n = t.n;
+    let nd = p.order.len();
+    let c = p.costs;
+    // g[k][i], choice[k][i]
+    let mut g = vec![vec![f64::INFINITY; n + 1]; nd + 1];
+    let mut ch = vec![vec![Choice::Skip; n + 1]; nd + 1];
+    for k in (0..nd).rev() {
+        for i in 0..=n {
+            let mut best = g[k + 1][i];
+            let mut choice = Choice::Skip;
+            if let Some((tm, _)) = seg(p, &t, k, i, n, true, 0) {
+                if tm < best {
+                    best = tm;
+                    choice = Choice::Last;
+                }
+            }
+            for j in i + 1..=n {
+                if g[k + 1][j].is_infinite() {
+                    continue;
+                }
+                let Some((tm, _)) = seg(p, &t, k, i, j, false, 0) else {
+                    // Longer ranges only need more memory.
+                    break;
+                };
+                if tm + g[k + 1][j] < best {
+                    best = tm + g[k + 1][j];
+                    choice = Choice::Take(j);
+                }
+            }
+            g[k][i] = best;
+            ch[k][i] = choice;
+        }
+    }
+
+    let host_fixed = c.input_bytes + c.output_buffer + c.host_compute;
+    let offloading = p.offloading();
+    // (time, n_cpu, k0, first choice)
+    let mut best: Option<(f64, usize, usize, Choice)> = None;
+    // Everything on the CPU.
+    if host_fixed + t.host_bytes[n] + t.peak[0][n] + c.output_bytes <= p.host_capacity {
+        let tm =
+            t.host_time[n] + c.output_bytes as f64 / (p.rates.host_bandwidth_gbs * GB) + T_SPLIT_S;
+        best = Some((tm, n, nd, Choice::Skip));
+    }
+    for n_cpu in 0..=n {
+        if host_fixed + t.host_bytes[n_cpu] + t.peak[0][n_cpu] > p.host_capacity {
+            break;
+        }
+        let mut reserve = 0;
+        if offloading {
+            reserve = t.largest[n_cpu];
+            if p.allow_ffn_host {
+                reserve = reserve.max(t.max_ffn_largest);
+            }
+        }
+        let cpu_t = t.host_time[n_cpu] + T_SPLIT_S;
+        for k0 in 0..nd {
+            let mut consider = |tm: f64, choice: Choice| {
+                if best.is_none_or(|b| tm < b.0) {
+                    best = Some((tm, n_cpu, k0, choice));
+                }
+            };
+            if let Some((tm, _)) = seg(p, &t, k0, n_cpu, n, true, reserve) {
+                consider(cpu_t + tm, Choice::Last);
+            }
+            for j in n_cpu + 1..=n {
+                if g[k0 + 1][j].is_infinite() {
+                    continue;
+                }
+                let Some((tm, _)) = seg(p, &t, k0, n_cpu, j, false, reserve) else {
+                    break;
+                };
+                consider(cpu_t + tm + g[k0 + 1][j], Choice::Take(j));
+            }
+        }
+    }
+    let (_, n_cpu, k0, first) = best?;
+    let mut layout = Layout::cpu_only(n);
+    if k0 == nd {
+        return Some(layout);
+    }
+    let mut reserve = 0;
+    if offloading {
+        reserve = t.largest[n_cpu];
+        if p.allow_ffn_host {
+            reserve = reserve.max(t.max_ffn_largest);
+        }
+    }
+    let assign = |k: usize, i: usize, j: usize, out: bool, reserve: u64, layout: &mut Layout| {
+        let (_, m) = seg(p, &t, k, i, j, out, reserve).unwrap_or((0.0, 0));
+        for il in i..j {
+            layout.layer_dev[il] = Some(p.order[k]);
+            layout.ffn_host[il] = il < i + m && c.layers[il].ffn_bytes > 0;
+        }
+        if out {
+            layout.layer_dev[n] = Some(p.order[k]);
+        }
+    };
+    let (mut k, mut i, mut choice) = (k0, n_cpu, first);
+    let mut res = reserve;
+    loop {
+        match choice {
+            Choice::Last => {
+                assign(k, i, n, true, res, &mut layout);
+                break;
+            }
+            Choice::Take(j) => {
+                assign(k, i, j, false, res, &mut layout);
+                i = j;
+            }
+            Choice::Skip => {}
+        }
+        res = 0;
+        k += 1;
+        if k >= nd {
+            break;
+        }
+        choice = ch[k][i];
+    }
+    Some(layout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::GgmlType;
+    use crate::solver::costs::{costs, CtxConfig};
+    use crate::solver::layout::{memory, summary};
+    use crate::solver::speed::{predict, DeviceRates};
+    use crate::solver::synthetic::{build, Spec};
+    use proptest::prelude::*;
+
+    fn cfg(n_ctx: u64) -> CtxConfig {
+        CtxConfig {
+            n_ctx,
+            n_seq: 1,
+            kv_unified: false,
+            ubatch: 512,
+            batch: 2048,
+            flash_attn: true,
+            type_k: GgmlType::F16,
+            type_v: GgmlType::F16,
+        }
+    }
+
+    fn rates(bw: &[f64]) -> Rates {
+        Rates {
+            host_bandwidth_gbs: 60.0,
+            host_tflops: 1.0,
+            devices: bw
+                .iter()
+                .enumerate()
+                .map(|(i, &b)| DeviceRates {
+                    name: format!("CUDA{i}"),
+                    bandwidth_gbs: b,
+                    tflops: 80.0,
+                    link_gbs: 25.0,
+                })
+                .collect(),
+            complete: true,
+        }
+    }
+
+    const GIB: u64 = 1 << 30;
+
+    /// Brute force over every (n_cpu, range per device) split, same cost model.
+    fn brute(p: &Problem) -> Option<f64> {
+        let n = p.costs.n_layer();
+        let nd = p.order.len();
+        let mut best: Option<f64> = None;
+        let mut counts = vec![0usize; nd + 1];
+        loop {
+            let total: usize = counts.iter().sum();
+            if total <= n + 1 && (nd > 0 || total == 0) {
+                // counts[0] = GPU layers of device 0, …; CPU gets the rest
+                let ngl = total;
+                let n_cpu = n + 1 - ngl;
+                if ngl == 0 || counts[..nd].iter().sum::<usize>() == ngl {
+                    let mut layout = Layout::cpu_only(n);
+                    let mut il = n_cpu.min(n + 1);
+                    if ngl > 0 {
+                        for (k, &cnt) in counts[..nd].iter().enumerate() {
+                            for _ in 0..cnt {
+                                layout.layer_dev[il] = Some(p.order[k]);
+                                il += 1;
+                            }
+                        }
+                    }
+                    let (h, devs) = memory(p.costs, &layout, p.n_devices(), p.op_offload, p.ubatch);
+                    let fits = h.total() <= p.host_capacity
+                        && devs
+                            .iter()
+                            .enumerate()
+                            .all(|(d, m)| m.total() <= p.capacity[d]);
+                    if fits {
+                        let s = summary(p.costs, &layout, p.n_devices(), p.op_offload, p.ubatch);
+                        let t = predict(&s, p.rates).decode_s;
+                        if best.is_none_or(|b| t < b) {
+                            best = Some(t);
+                        }
+                    }
+                }
+            }
+            // next
+            let mut k = 0;
+            loop {
+                if k == nd {
+                    return best;
+                }
+                counts[k] += 1;
+                if counts[..nd].iter().sum::<usize>() <= n + 1 {
+                    break;
+                }
+                counts[k] = 0;
+                k += 1;
+            }
+        }
+    }
+
+    fn eval(p: &Problem, l: &Layout) -> (f64, bool) {
+        let (h, devs) = memory(p.costs, l, p.n_devices(), p.op_offload, p.ubatch);
+        let fits = h.total() <= p.host_capacity
+            && devs
+                .iter()
+                .enumerate()
+                .all(|(d, m)| m.total() <= p.capacity[d]);
+        let s = summary(p.costs, l, p.n_devices(), p.op_offload, p.ubatch);
+        (predict(&s, p.rates).decode_s, fits)
+    }
+
+    #[test]
+    fn dense_model_fills_the_fast_gpu_first() {
+        let m = build(&Spec::llama_8b_like());
+        let c = costs(&m, &cfg(8192));
+        let r = rates(&[1000.0, 400.0]);
+        let p = Problem {
+            costs: &c,
+            rates: &r,
+            order: vec![0, 1],
+            capacity: vec![6 * GIB, 12 * GIB],
+            host_capacity: 64 * GIB,
+            op_offload: true,
+            ubatch: 512,
+            allow_ffn_host: false,
+        };
+        let l = solve(&p).unwrap();
+        assert!(l.is_contiguous());
+        let (t, fits) = eval(&p, &l);
+        assert!(fits);
+        assert_eq!(l.n_cpu_layers(), 0);
+        // The 1000 GB/s GPU is full, the rest on the 400 GB/s one.
+        let on0 = l.layer_dev.iter().filter(|d| **d == Some(0)).count();
+        assert!(on0 >= 10, "{on0}");
+        let want = brute(&p).unwrap();
+        assert!((t - want).abs() <= 1e-9 * want, "dp {t} vs brute {want}");
+    }
+
+    #[test]
+    fn moe_that_does_not_fit_moves_experts_not_layers() {
+        let m = build(&Spec::qwen3_next_like());
+        let c = costs(&m, &cfg(32768));
+        let r = rates(&[1000.0, 1000.0]);
+        let mut p = Problem {
+            costs: &c,
+            rates: &r,
+            order: vec![0, 1],
+            capacity: vec![20 * GIB, 12 * GIB],
+            host_capacity: 96 * GIB,
+            op_offload: true,
+            ubatch: 512,
+            allow_ffn_host: true,
+        };
+        let l = solve(&p).unwrap();
+        let (_, fits) = eval(&p, &l);
+        assert!(fits);
+        assert_eq!(l.n_cpu_layers(), 0, "{l:?}");
+        assert!(l.ffn_host.iter().any(|&h| h));
+        // Without expert offload, whole layers go to the CPU.
+        p.allow_ffn_host = false;
+        let pure = solve(&p).unwrap();
+        assert!(pure.n_cpu_layers() > 0);
+        assert!(eval(&p, &pure).1);
+        assert!(eval(&p, &l).0 < eval(&p, &pure).0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// The DP equals brute force over every contiguous split.
+        #[test]
+        fn dp_equals_brute_force(cap0 in 1u64..12, cap1 in 0u64..12, bw0 in 100.0..2000.0f64, bw1 in 100.0..2000.0f64, host in 4u64..40, ctx in 1u64..8) {
+            let mut spec = Spec::llama_8b_like();
+            spec.n_layer = 10;
+            let m = build(&spec);
+            let c = costs(&m, &cfg(ctx * 1024));
+            let r = rates(&[bw0, bw1]);
+            let p = Problem {
+                costs: &c,
+                rates: &r,
+                order: vec![0, 1],
+                capacity: vec![cap0 * GIB / 2, cap1 * GIB / 2],
+                host_capacity: host * GIB / 2,
+                op_offload: true,
+                ubatch: 512,
+                allow_ffn_host: false,
+            };
+            let dp = solve(&p);
+            let bf = brute(&p);
+            prop_assert_eq!(dp.is_some(), bf.is_some());
+            if let (Some(l), Some(b)) = (dp, bf) {
+                let (t, fits) = eval(&p, &l);
+                prop_assert!(fits, "{:?}", l);
+                prop_assert!(l.is_contiguous());
+                prop_assert!((t - b).abs() <= 1e-9 * b, "dp {} vs brute {}", t, b);
+            }
+        }
+    }
+}
