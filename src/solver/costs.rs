@@ -58,7 +58,8 @@ impl CtxConfig {
 }
 
 /// What can move off a layer's device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Movable {
     /// Routed experts (`-ot blk\.N\.ffn_(up|down|gate|gate_up)_(ch|)exps=CPU`).
     Experts,

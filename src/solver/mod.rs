@@ -6,7 +6,11 @@
 
 pub mod costs;
 pub mod dp;
+pub mod flags;
 pub mod layout;
+pub mod milp;
+pub mod plan;
 pub mod ranges;
+pub mod sim;
 pub mod speed;
 pub mod synthetic;

@@ -1,0 +1,242 @@
+//! Flag synthesis: the llama-server argv that reproduces a plan exactly.
+//!
+//! * Layers: `-ngl G` (blocks offloaded + the output) and `-ts c0,c1,…` as
+//!   *layer counts*. llama.cpp assigns block `il` to the first device whose
+//!   cumulative fraction `splits[d] = (c0+…+cd)/Σc` is strictly greater than
+//!   `(il − i_gpu_start)/act` (`load_tensors`, `std::upper_bound`, in f32).
+//!   With integer counts summing to `act` both sides are the same f32
+//!   divisions of integers below 2^24, so the split is exact; we still re-run
+//!   the rule ([`llama_layer_devices`]) and fall back to explicit
+//!   `blk\.(…)\.=DEV` overrides if it ever disagrees.
+//! * Devices: `-dev A,B` lists the used devices in order when that is not
+//!   every device; one device is `-sm none -dev A`.
+//! * Host FFNs: one compact `-ot` entry,
+//!   `blk\.(1[5-9]|2[0-1])\.ffn_(up|down|gate|gate_up)_(ch|)exps=CPU`
+//!   (routed experts, llama.cpp's `LLM_FFN_EXPS_REGEX`) or
+//!   `blk\.(…)\.ffn_(up|down|gate|gate_up)\.=CPU` (a dense FFN).
+//! * Always explicit: `-c -np [-kvu] -b -ub -fa -ctk -ctv -fit off`
+//!   (`--fit` is on by default and would re-place anything left unset).
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use super::costs::{CtxConfig, Movable};
+use super::layout::Layout;
+use super::ranges::block_pattern;
+
+/// llama.cpp's routed-expert tail (`LLM_FFN_EXPS_REGEX`, common/common.h).
+pub const EXPS_TAIL: &str = r"ffn_(up|down|gate|gate_up)_(ch|)exps";
+/// A dense FFN's tensors (`ffn_up.weight`, `ffn_gate.bias`, fused `ffn_gate_up`),
+/// not `_exps` / `_shexp` / `ffn_norm` (the `\.` after the name).
+pub const DENSE_FFN_TAIL: &str = r"ffn_(up|down|gate|gate_up)\.";
+
+/// Everything a plan decides.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Plan {
+    pub layout: Layout,
+    #[serde(skip)]
+    pub ctx: CtxConfig,
+    /// Names of the hardware devices, in hardware order.
+    pub device_names: Vec<String>,
+    pub movable: Option<Movable>,
+}
+
+/// `load_tensors`' layer → device rule for `-ngl ngl -ts ts` over `n_dev`
+/// model devices (indices into the model-device list; `None` = CPU), for
+/// blocks `0..n_layer` and the output (index `n_layer`). Post-#18148 builds:
+/// the output counts as a layer and is offloaded first.
+pub fn llama_layer_devices(n_layer: u32, ngl: u32, ts: &[f32], n_dev: usize) -> Vec<Option<usize>> {
+    let l = i64::from(n_layer);
+    let ngl = i64::from(ngl);
+    let i_gpu_start = (l + 1 - ngl).max(0);
+    let act = if n_dev == 0 { 0 } else { ngl.min(l + 1) };
+    let mut splits: Vec<f32> = (0..n_dev)
+        .map(|i| ts.get(i).copied().unwrap_or(0.0))
+        .collect();
+    let mut sum = 0f32;
+    for s in splits.iter_mut() {
+        sum += *s;
+        *s = sum;
+    }
+    if sum > 0.0 {
+        for s in splits.iter_mut() {
+            *s /= sum;
+        }
+    }
+    (0..=l)
+        .map(|il| {
+            if il < i_gpu_start || il - i_gpu_start >= act || n_dev == 0 {
+                return None;
+            }
+            let x = (il - i_gpu_start) as f32 / act as f32;
+            let k = splits.iter().position(|&s| s > x).unwrap_or(n_dev - 1);
+            Some(k.min(n_dev - 1))
+        })
+        .collect()
+}
+
+fn type_name(t: crate::gguf::GgmlType) -> String {
+    t.name()
+        .map_or_else(|| format!("type{}", t.0), |n| n.to_ascii_lowercase())
+}
+
+/// The `-ot` tail for the host FFN of `movable`.
+pub fn ffn_tail(movable: Movable) -> &'static str {
+    match movable {
+        Movable::Experts => EXPS_TAIL,
+        Movable::DenseFfn => DENSE_FFN_TAIL,
+    }
+}
+
+/// The override list (`-ot` value entries) of a plan, in order.
+pub fn overrides(plan: &Plan, layer_fallback: bool) -> Vec<String> {
+    let n = plan.layout.n_layer();
+    let mut out = Vec::new();
+    let host: BTreeSet<u32> = (0..n)
+        .filter(|&il| plan.layout.layer_dev[il].is_some() && plan.layout.ffn_host[il])
+        .map(|il| il as u32)
+        .collect();
+    if let (Some(m), Some(pat)) = (plan.movable, block_pattern(&host)) {
+        out.push(format!("{pat}{}=CPU", ffn_tail(m)));
+    }
+    if layer_fallback {
+        for d in plan.layout.used_devices() {
+            let set: BTreeSet<u32> = (0..n)
+                .filter(|&il| plan.layout.layer_dev[il] == Some(d))
+                .map(|il| il as u32)
+                .collect();
+            if let Some(pat) = block_pattern(&set) {
+                out.push(format!("{pat}={}", plan.device_names[d]));
+            }
+        }
+    }
+    out
+}
+
+/// The llama-server argv of `plan` (without `-m`).
+pub fn argv(plan: &Plan) -> Vec<String> {
+    let n = plan.layout.n_layer();
+    let ctx = &plan.ctx;
+    let mut a: Vec<String> = Vec::new();
+    let push = |a: &mut Vec<String>, k: &str, v: String| {
+        a.push(k.to_string());
+        a.push(v);
+    };
+    push(&mut a, "-c", ctx.n_ctx.to_string());
+    push(&mut a, "-np", ctx.n_seq.to_string());
+    if ctx.kv_unified {
+        a.push("-kvu".to_string());
+    }
+    push(&mut a, "-b", ctx.batch.to_string());
+    push(&mut a, "-ub", ctx.ubatch.to_string());
+    let used = plan.layout.used_devices();
+    let ngl = plan.layout.layer_dev.iter().filter(|d| d.is_some()).count() as u32;
+    push(&mut a, "-ngl", ngl.to_string());
+    let all_in_order =
+        used.len() == plan.device_names.len() && used.iter().enumerate().all(|(i, &d)| i == d);
+    let mut fallback = false;
+    if used.len() == 1 {
+        push(&mut a, "-sm", "none".into());
+        push(&mut a, "-dev", plan.device_names[used[0]].clone());
+    } else if used.len() > 1 {
+        if !all_in_order {
+            push(
+                &mut a,
+                "-dev",
+                used.iter()
+                    .map(|&d| plan.device_names[d].clone())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+        }
+        let counts: Vec<usize> = used
+            .iter()
+            .map(|&d| {
+                plan.layout
+                    .layer_dev
+                    .iter()
+                    .filter(|x| **x == Some(d))
+                    .count()
+            })
+            .collect();
+        let ts: Vec<f32> = counts.iter().map(|&c| c as f32).collect();
+        let got = llama_layer_devices(n as u32, ngl, &ts, used.len());
+        let want: Vec<Option<usize>> = plan
+            .layout
+            .layer_dev
+            .iter()
+            .map(|d| d.and_then(|d| used.iter().position(|&u| u == d)))
+            .collect();
+        fallback = got != want;
+        push(
+            &mut a,
+            "-ts",
+            counts
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+    }
+    let ot = overrides(plan, fallback);
+    if !ot.is_empty() {
+        push(&mut a, "-ot", ot.join(","));
+    }
+    push(
+        &mut a,
+        "-fa",
+        if ctx.flash_attn { "on" } else { "off" }.into(),
+    );
+    push(&mut a, "-ctk", type_name(ctx.type_k));
+    push(&mut a, "-ctv", type_name(ctx.type_v));
+    push(&mut a, "-fit", "off".into());
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_notes_example_two_gpus_even_split() {
+        // §1.4: 2 GPUs, -ts 1,1, L=32, full offload: blk 0..16 on GPU0, 17..31 + output on GPU1.
+        let d = llama_layer_devices(32, 33, &[1.0, 1.0], 2);
+        assert_eq!(d.iter().filter(|x| **x == Some(0)).count(), 17);
+        assert_eq!(d[16], Some(0));
+        assert_eq!(d[17], Some(1));
+        assert_eq!(d[32], Some(1));
+        // -ngl 1: only the output on the GPU.
+        let d = llama_layer_devices(32, 1, &[], 1);
+        assert_eq!(d.iter().filter(|x| x.is_some()).count(), 1);
+        assert_eq!(d[32], Some(0));
+    }
+
+    proptest! {
+        /// Integer layer counts as -ts always reproduce the intended split.
+        #[test]
+        fn layer_counts_reproduce_exactly(n_layer in 1u32..200, n_cpu_frac in 0.0..1.0f64, cuts in proptest::collection::vec(0.0..1.0f64, 1..6)) {
+            let n_cpu = ((n_layer as f64 + 1.0) * n_cpu_frac) as u32;
+            let ngl = n_layer + 1 - n_cpu;
+            let nd = cuts.len();
+            let mut pts: Vec<u32> = cuts.iter().map(|c| (c * ngl as f64) as u32).collect();
+            pts.sort();
+            let mut counts = Vec::new();
+            let mut prev = 0;
+            for (i, &p) in pts.iter().enumerate() {
+                let p = if i + 1 == nd { ngl } else { p };
+                counts.push(p - prev);
+                prev = p;
+            }
+            prop_assume!(counts.iter().sum::<u32>() == ngl && ngl > 0);
+            let ts: Vec<f32> = counts.iter().map(|&c| c as f32).collect();
+            let got = llama_layer_devices(n_layer, ngl, &ts, nd);
+            let mut want = vec![None; n_cpu as usize];
+            for (d, &c) in counts.iter().enumerate() {
+                want.extend(std::iter::repeat_n(Some(d), c as usize));
+            }
+            prop_assert_eq!(got, want);
+        }
+    }
+}

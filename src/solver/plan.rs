@@ -1,0 +1,713 @@
+//! The planner: search the decision space (context, slots, micro-batch,
+//! flash attention, KV types × placement), re-simulate the winner's argv,
+//! and feed any overflow the simulator finds back into the capacities until
+//! the emitted flags are ones the simulator says fit.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use thiserror::Error;
+
+use super::costs::{at_context, weights, Costs, CtxConfig};
+use super::dp::{self, Problem};
+use super::flags::{argv, Plan};
+use super::layout::{memory, summary, Layout};
+use super::milp::{self, Limits, Status};
+use super::sim::{SimError, SimReport, Simulator};
+use super::speed::{predict, Prediction, Rates};
+use crate::gguf::GgmlType;
+use crate::hardware::{Hardware, Overflow, Usage};
+use crate::model::Model;
+use crate::units::{Bytes, MIB};
+
+/// The context to plan for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CtxRequest {
+    /// `--ctx N` (rounded up to what llama.cpp allocates).
+    Fixed(u64),
+    /// `--max-ctx`: the largest that fits (up to the training context).
+    Max,
+}
+
+/// Which solver decides the placement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SolverChoice {
+    /// The DP; the MILP too when the DP is not exact for the model.
+    #[default]
+    Auto,
+    Dp,
+    Milp,
+}
+
+/// What the user asks for.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub ctx: CtxRequest,
+    pub slots: u32,
+    pub kv_unified: bool,
+    /// `-ub` candidates.
+    pub ubatch: Vec<u64>,
+    /// `-b` (default: 2048, at least the micro-batch).
+    pub batch: Option<u64>,
+    /// `-fa` candidates.
+    pub flash_attn: Vec<bool>,
+    /// Allowed `(-ctk, -ctv)` pairs.
+    pub kv_types: Vec<(GgmlType, GgmlType)>,
+    /// Left free on every device (CUDA context, pools; `--fit` leaves 1 GiB).
+    pub margin: Bytes,
+    /// Restrict to these devices (names), in this order.
+    pub devices: Option<Vec<String>>,
+    /// May move routed experts (dense: FFNs) of device layers to the host.
+    pub allow_ffn_host: bool,
+    pub solver: SolverChoice,
+    pub limits: Limits,
+}
+
+impl Default for Request {
+    fn default() -> Self {
+        Request {
+            ctx: CtxRequest::Fixed(4096),
+            slots: 1,
+            kv_unified: false,
+            ubatch: vec![512],
+            batch: None,
+            flash_attn: vec![true],
+            kv_types: vec![(GgmlType::F16, GgmlType::F16)],
+            margin: Bytes::from_mib(1024),
+            devices: None,
+            allow_ffn_host: true,
+            solver: SolverChoice::Auto,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A nearby request that does fit.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Nearest {
+    /// What changes, e.g. `-c 16384` or `-ctk q8_0 -ctv q8_0`.
+    pub change: String,
+    pub n_ctx: u64,
+    pub decode_tps: f64,
+    pub argv: Vec<String>,
+}
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    #[error("the request does not fit: {}", .short.iter().map(|o| o.to_string()).collect::<Vec<_>>().join("; "))]
+    DoesNotFit {
+        short: Vec<Overflow>,
+        nearest: Vec<Nearest>,
+    },
+    #[error("no device named {0} in the hardware description")]
+    UnknownDevice(String),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("simulating the plan's flags")]
+    Sim(#[from] SimError),
+    #[error("the simulator keeps finding overflows the planning model does not: {}", .0.iter().map(|o| o.to_string()).collect::<Vec<_>>().join("; "))]
+    Unconverged(Vec<Overflow>),
+}
+
+/// A planned, simulated deployment.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub plan: Plan,
+    pub argv: Vec<String>,
+    pub prediction: Prediction,
+    /// Whether every rate came from the hardware file (else the prediction
+    /// only ranked plans and is not reported).
+    pub rates_complete: bool,
+    pub status: Status,
+    /// Wall time spent in the solvers.
+    pub solver_ms: f64,
+    /// The simulator's account of `argv`.
+    pub report: SimReport,
+    /// Capacity each hardware device was planned against (after margin and
+    /// simulator feedback).
+    pub capacity: Vec<Bytes>,
+    /// Solve → simulate rounds (1 = the first plan passed).
+    pub rounds: u32,
+}
+
+/// The per-model, per-machine setup shared by every candidate.
+pub struct Planner<'a> {
+    pub model: &'a Model,
+    pub hw: &'a Hardware,
+    pub rates: Rates,
+    weights: Costs,
+    order: Vec<usize>,
+    /// Movable FFNs all alike (the DP is exact then).
+    alike: bool,
+}
+
+/// Step of `-c` values llama.cpp keeps as given (`n_ctx` padded to 256;
+/// per sequence without a unified cache).
+pub fn ctx_step(slots: u32, kv_unified: bool) -> u64 {
+    256 * if kv_unified {
+        1
+    } else {
+        u64::from(slots.max(1))
+    }
+}
+
+fn round_up(x: u64, step: u64) -> u64 {
+    x.div_ceil(step).max(1) * step
+}
+
+impl<'a> Planner<'a> {
+    pub fn new(
+        model: &'a Model,
+        hw: &'a Hardware,
+        devices: Option<&[String]>,
+    ) -> Result<Planner<'a>, PlanError> {
+        let order = match devices {
+            Some(names) => names
+                .iter()
+                .map(|n| {
+                    hw.devices
+                        .iter()
+                        .position(|d| &d.name == n)
+                        .ok_or_else(|| PlanError::UnknownDevice(n.clone()))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None => (0..hw.devices.len()).collect(),
+        };
+        let weights = weights(model);
+        let alike = {
+            let mv: Vec<_> = weights
+                .layers
+                .iter()
+                .filter(|l| l.ffn_bytes > 0)
+                .map(|l| (l.ffn_bytes, l.ffn_largest, l.ffn_read.to_bits()))
+                .collect();
+            mv.windows(2).all(|w| w[0] == w[1])
+        };
+        Ok(Planner {
+            model,
+            hw,
+            rates: Rates::from_hardware(hw),
+            weights,
+            order,
+            alike,
+        })
+    }
+
+    /// Planning capacities: each device's effective capacity minus the margin; the host pool.
+    pub fn capacities(&self, margin: Bytes) -> (Vec<u64>, u64) {
+        let devs = self
+            .hw
+            .devices
+            .iter()
+            .map(|d| self.hw.effective_capacity(d).saturating_sub(margin).0)
+            .collect();
+        (devs, self.hw.host_capacity().0)
+    }
+
+    pub fn costs(&self, cfg: &CtxConfig) -> Costs {
+        at_context(self.model, &self.weights, cfg)
+    }
+
+    fn problem<'c>(
+        &'c self,
+        c: &'c Costs,
+        cfg: &CtxConfig,
+        caps: &(Vec<u64>, u64),
+        allow: bool,
+    ) -> Problem<'c> {
+        Problem {
+            costs: c,
+            rates: &self.rates,
+            order: self.order.clone(),
+            capacity: caps.0.clone(),
+            host_capacity: caps.1,
+            op_offload: true,
+            ubatch: cfg.pp_tokens(),
+            allow_ffn_host: allow,
+        }
+    }
+
+    /// Decode seconds of a layout in the planning model.
+    pub fn decode_s(&self, c: &Costs, layout: &Layout, ub: u64) -> f64 {
+        predict(
+            &summary(c, layout, self.hw.devices.len(), true, ub),
+            &self.rates,
+        )
+        .decode_s
+    }
+
+    /// Best layout at one context: the DP (pure, and with FFNs on the host),
+    /// then the MILP where the DP is not exact. `None`: nothing fits.
+    pub fn solve(
+        &self,
+        cfg: &CtxConfig,
+        caps: &(Vec<u64>, u64),
+        req: &Request,
+    ) -> Option<(Layout, Status, f64)> {
+        let t0 = Instant::now();
+        let c = self.costs(cfg);
+        let ub = cfg.pp_tokens();
+        let pure = dp::solve(&self.problem(&c, cfg, caps, false));
+        let comb = if req.allow_ffn_host && c.movable.is_some() {
+            dp::solve(&self.problem(&c, cfg, caps, true))
+        } else {
+            None
+        };
+        let fits = |l: &Layout| {
+            let (h, d) = memory(&c, l, self.hw.devices.len(), true, ub);
+            h.total() <= caps.1 && d.iter().zip(&caps.0).all(|(m, &cap)| m.total() <= cap)
+        };
+        // The DP does not count the host side of moved FFNs: check it here.
+        let comb_host_short = comb.as_ref().is_some_and(|l| !fits(l));
+        let mut best: Option<(Layout, f64)> = None;
+        for l in [pure, comb].into_iter().flatten() {
+            let t = self.decode_s(&c, &l, ub);
+            if fits(&l) && best.as_ref().is_none_or(|b| t < b.1) {
+                best = Some((l, t));
+            }
+        }
+        let exact = !req.allow_ffn_host || c.movable.is_none() || (self.alike && !comb_host_short);
+        let run_milp = match req.solver {
+            SolverChoice::Dp => false,
+            SolverChoice::Milp => true,
+            SolverChoice::Auto => !exact,
+        };
+        let mut status = if exact {
+            Status::DpExact
+        } else {
+            Status::DpFallback
+        };
+        if run_milp && !self.order.is_empty() {
+            let p = self.problem(&c, cfg, caps, req.allow_ffn_host);
+            if let Ok(r) = milp::solve(&p, best.as_ref().map(|b| &b.0), req.limits) {
+                let t = self.decode_s(&c, &r.layout, ub);
+                if fits(&r.layout)
+                    && r.layout.is_contiguous()
+                    && best.as_ref().is_none_or(|b| t <= b.1)
+                {
+                    best = Some((r.layout, t));
+                    status = r.status;
+                } else if best.is_some() && matches!(r.status, Status::Optimal | Status::Gap) {
+                    // The MILP proved the DP's plan within its gap.
+                    status = r.status;
+                }
+            }
+        }
+        best.map(|(l, _)| (l, status, t0.elapsed().as_secs_f64() * 1e3))
+    }
+
+    /// The context configuration for one candidate.
+    pub fn config(
+        &self,
+        n_ctx: u64,
+        req: &Request,
+        ub: u64,
+        fa: bool,
+        kv: (GgmlType, GgmlType),
+    ) -> CtxConfig {
+        let batch = req.batch.unwrap_or(2048).max(ub).min(n_ctx);
+        CtxConfig {
+            n_ctx,
+            n_seq: req.slots.max(1),
+            kv_unified: req.kv_unified,
+            ubatch: ub.min(batch),
+            batch,
+            flash_attn: fa,
+            type_k: kv.0,
+            type_v: kv.1,
+        }
+    }
+
+    /// The largest context (a multiple of the step, ≤ the training context)
+    /// at which some placement fits; binary search (memory grows with context).
+    pub fn max_ctx(
+        &self,
+        req: &Request,
+        ub: u64,
+        fa: bool,
+        kv: (GgmlType, GgmlType),
+        caps: &(Vec<u64>, u64),
+    ) -> Option<u64> {
+        let step = ctx_step(req.slots, req.kv_unified);
+        let hi_k = (self.model.hparams.n_ctx_train / step).max(1);
+        let fits = |k: u64| {
+            let cfg = self.config(k * step, req, ub, fa, kv);
+            let c = self.costs(&cfg);
+            if dp::solve(&self.problem(&c, &cfg, caps, req.allow_ffn_host && c.movable.is_some()))
+                .is_some()
+            {
+                return true;
+            }
+            req.allow_ffn_host && dp::solve(&self.problem(&c, &cfg, caps, false)).is_some()
+        };
+        if !fits(1) {
+            return None;
+        }
+        let (mut lo, mut hi) = (1u64, hi_k);
+        if fits(hi) {
+            return Some(hi * step);
+        }
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if fits(mid) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Some(lo * step)
+    }
+
+    fn plan_of(&self, layout: Layout, cfg: CtxConfig) -> Plan {
+        Plan {
+            layout,
+            ctx: cfg,
+            device_names: self.hw.devices.iter().map(|d| d.name.clone()).collect(),
+            movable: self.weights.movable,
+        }
+    }
+
+    /// Prediction of a plan.
+    pub fn predict(&self, plan: &Plan) -> Prediction {
+        let c = self.costs(&plan.ctx);
+        predict(
+            &summary(
+                &c,
+                &plan.layout,
+                self.hw.devices.len(),
+                true,
+                plan.ctx.pp_tokens(),
+            ),
+            &self.rates,
+        )
+    }
+
+    /// Overflows of a simulated report against the planning limits.
+    pub fn overflows(&self, report: &SimReport, margin: Bytes) -> Vec<Overflow> {
+        let mut out = Vec::new();
+        for (d, r) in self.hw.devices.iter().zip(&report.devices) {
+            let cap = self.hw.effective_capacity(d).saturating_sub(margin);
+            if r.total() > cap.0 {
+                out.push(Overflow {
+                    target: d.name.clone(),
+                    need: Bytes(r.total()),
+                    capacity: cap,
+                });
+            }
+        }
+        let usage = Usage {
+            host: Bytes(report.host.total()),
+            devices: report.devices.iter().map(|r| Bytes(r.total())).collect(),
+        };
+        for o in self.hw.overflows(&usage) {
+            if !out.iter().any(|x| x.target == o.target) {
+                out.push(o);
+            }
+        }
+        out
+    }
+
+    /// Plan one request: search the candidates, simulate, feed back, repeat.
+    pub fn plan(&self, req: &Request, sim: &dyn Simulator) -> Result<Outcome, PlanError> {
+        if req.ubatch.is_empty() || req.flash_attn.is_empty() || req.kv_types.is_empty() {
+            return Err(PlanError::BadRequest("empty candidate set".into()));
+        }
+        let mut caps = self.capacities(req.margin);
+        let mut rounds = 0;
+        let mut solver_ms = 0.0;
+        loop {
+            rounds += 1;
+            let Some((plan, status, ms)) = self.search(req, &caps) else {
+                return Err(self.does_not_fit(req, &caps));
+            };
+            solver_ms += ms;
+            let args = argv(&plan);
+            let report = sim.simulate(self.model, self.hw, &args)?;
+            let over = self.overflows(&report, req.margin);
+            if over.is_empty() {
+                return Ok(Outcome {
+                    prediction: self.predict(&plan),
+                    rates_complete: self.rates.complete,
+                    plan,
+                    argv: args,
+                    status,
+                    solver_ms,
+                    report,
+                    capacity: caps.0.iter().map(|&b| Bytes(b)).collect(),
+                    rounds,
+                });
+            }
+            if rounds >= 4 {
+                return Err(PlanError::Unconverged(over));
+            }
+            // The simulator needs more than the planning model said: shrink
+            // the planning capacity of each short place by the excess.
+            for o in &over {
+                let excess = o.need.0.saturating_sub(o.capacity.0) + 16 * MIB;
+                match self.hw.devices.iter().position(|d| d.name == o.target) {
+                    Some(d) => caps.0[d] = caps.0[d].saturating_sub(excess),
+                    None => caps.1 = caps.1.saturating_sub(excess),
+                }
+            }
+        }
+    }
+
+    /// Best plan over the candidate set at the given capacities.
+    fn search(&self, req: &Request, caps: &(Vec<u64>, u64)) -> Option<(Plan, Status, f64)> {
+        let mut best: Option<(Plan, Status, f64, Prediction)> = None;
+        let mut ms = 0.0;
+        for &kv in &req.kv_types {
+            for &fa in &req.flash_attn {
+                for &ub in &req.ubatch {
+                    let n_ctx = match req.ctx {
+                        CtxRequest::Fixed(n) => round_up(n, ctx_step(req.slots, req.kv_unified)),
+                        CtxRequest::Max => match self.max_ctx(req, ub, fa, kv, caps) {
+                            Some(n) => n,
+                            None => continue,
+                        },
+                    };
+                    let cfg = self.config(n_ctx, req, ub, fa, kv);
+                    let Some((layout, status, t)) = self.solve(&cfg, caps, req) else {
+                        continue;
+                    };
+                    ms += t;
+                    let plan = self.plan_of(layout, cfg);
+                    let pred = self.predict(&plan);
+                    if best.as_ref().is_none_or(|b| {
+                        better(&plan, &pred, &b.0, &b.3, req.ctx == CtxRequest::Max)
+                    }) {
+                        best = Some((plan, status, 0.0, pred));
+                    }
+                }
+            }
+        }
+        best.map(|(p, s, _, _)| (p, s, ms))
+    }
+
+    fn does_not_fit(&self, req: &Request, caps: &(Vec<u64>, u64)) -> PlanError {
+        // With unlimited host memory everything fits on the CPU, so the host
+        // pool is what is short; report its need at the cheapest placement.
+        let mut short = Vec::new();
+        let n_ctx = match req.ctx {
+            CtxRequest::Fixed(n) => round_up(n, ctx_step(req.slots, req.kv_unified)),
+            CtxRequest::Max => ctx_step(req.slots, req.kv_unified),
+        };
+        let kv = req.kv_types[0];
+        let cfg = self.config(n_ctx, req, req.ubatch[0], req.flash_attn[0], kv);
+        let c = self.costs(&cfg);
+        let open = (caps.0.clone(), u64::MAX);
+        if let Some((layout, _, _)) = self.solve(
+            &cfg,
+            &open,
+            &Request {
+                solver: SolverChoice::Dp,
+                ..req.clone()
+            },
+        ) {
+            let (h, devs) = memory(&c, &layout, self.hw.devices.len(), true, cfg.pp_tokens());
+            let usage = Usage {
+                host: Bytes(h.total()),
+                devices: devs.iter().map(|m| Bytes(m.total())).collect(),
+            };
+            short = self.hw.overflows(&usage);
+        }
+        if short.is_empty() {
+            short.push(Overflow {
+                target: "every device".into(),
+                need: Bytes(
+                    c.layers
+                        .iter()
+                        .map(|l| l.fixed_bytes + l.ffn_bytes + l.kv_bytes)
+                        .sum(),
+                ),
+                capacity: self.hw.total_capacity(),
+            });
+        }
+        PlanError::DoesNotFit {
+            short,
+            nearest: self.nearest(req, caps),
+        }
+    }
+
+    /// Nearby requests that fit: a smaller context, quantized KV, one slot,
+    /// experts on the host.
+    fn nearest(&self, req: &Request, caps: &(Vec<u64>, u64)) -> Vec<Nearest> {
+        let mut out = Vec::new();
+        let try_req = |out: &mut Vec<Nearest>, change: String, r: Request| -> bool {
+            let Some((plan, _, _)) = self.search(&r, caps) else {
+                return false;
+            };
+            let pred = self.predict(&plan);
+            out.push(Nearest {
+                change,
+                n_ctx: plan.ctx.n_ctx,
+                decode_tps: pred.decode_tps,
+                argv: argv(&plan),
+            });
+            true
+        };
+        if let CtxRequest::Fixed(_) = req.ctx {
+            let r = Request {
+                ctx: CtxRequest::Max,
+                ..req.clone()
+            };
+            if let Some((plan, _, _)) = self.search(&r, caps) {
+                try_req(
+                    &mut out,
+                    format!("-c {}", plan.ctx.n_ctx),
+                    Request {
+                        ctx: CtxRequest::Fixed(plan.ctx.n_ctx),
+                        ..req.clone()
+                    },
+                );
+            }
+        }
+        for (k, v, name) in [
+            (GgmlType::Q8_0, GgmlType::Q8_0, "q8_0"),
+            (GgmlType::Q4_0, GgmlType::Q4_0, "q4_0"),
+        ] {
+            if !req.kv_types.contains(&(k, v)) {
+                let r = Request {
+                    kv_types: vec![(k, v)],
+                    flash_attn: vec![true],
+                    ..req.clone()
+                };
+                if try_req(&mut out, format!("-ctk {name} -ctv {name}"), r) {
+                    break;
+                }
+            }
+        }
+        if req.slots > 1 {
+            try_req(
+                &mut out,
+                "-np 1".into(),
+                Request {
+                    slots: 1,
+                    ..req.clone()
+                },
+            );
+        }
+        if !req.allow_ffn_host {
+            try_req(
+                &mut out,
+                "experts on the host".into(),
+                Request {
+                    allow_ffn_host: true,
+                    ..req.clone()
+                },
+            );
+        }
+        out
+    }
+}
+
+/// Ranking: with `--max-ctx` the larger context first; then decode speed
+/// (within 1 % counts as equal), then prefill speed.
+fn better(a: &Plan, pa: &Prediction, b: &Plan, pb: &Prediction, max_ctx: bool) -> bool {
+    if max_ctx && a.ctx.n_ctx != b.ctx.n_ctx {
+        return a.ctx.n_ctx > b.ctx.n_ctx;
+    }
+    let (da, db) = (pa.decode_tps, pb.decode_tps);
+    if (da - db).abs() > 0.01 * da.max(db) {
+        return da > db;
+    }
+    pa.prefill_tps > pb.prefill_tps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::solver::sim::PlanningSimulator;
+    use crate::solver::synthetic::{build, Spec};
+
+    fn two_gpus() -> Hardware {
+        Hardware::from_toml_str(
+            "[host]\nmemory_mib = 131072\nreserved_mib = 8192\nbandwidth_gbs = 80\ncores = 16\n\
+             [[devices]]\nname = \"CUDA0\"\nkind = \"cuda\"\nmemory_mib = 24576\nbandwidth_gbs = 1008\nfp16_tflops = 165\nlink_gbs = 25\n\
+             [[devices]]\nname = \"CUDA1\"\nkind = \"cuda\"\nmemory_mib = 16384\nreserved_mib = 3500\nbandwidth_gbs = 896\nfp16_tflops = 88\nlink_gbs = 25\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn plans_a_hybrid_moe_on_two_gpus_and_the_flags_reproduce_it() {
+        let m = build(&Spec::qwen3_next_like());
+        let hw = two_gpus();
+        let p = Planner::new(&m, &hw, None).unwrap();
+        let req = Request {
+            ctx: CtxRequest::Fixed(65536),
+            ..Request::default()
+        };
+        let out = p.plan(&req, &PlanningSimulator).unwrap();
+        assert_eq!(out.report.layer_dev, out.plan.layout.layer_dev);
+        assert_eq!(out.report.ffn_host, out.plan.layout.ffn_host);
+        assert_eq!(out.status, Status::DpExact);
+        assert_eq!(out.rounds, 1);
+        // 45 GB of weights on 24 + 12.9 GB of GPUs: some experts on the host, no CPU layers.
+        assert_eq!(out.plan.layout.n_cpu_layers(), 0);
+        assert!(out.plan.layout.ffn_host.iter().any(|&h| h));
+        let a = out.argv.join(" ");
+        assert!(
+            a.contains("-fit off") && a.contains("-c 65536") && a.contains("-ngl 49"),
+            "{a}"
+        );
+        assert!(
+            a.contains(r"ffn_(up|down|gate|gate_up)_(ch|)exps=CPU"),
+            "{a}"
+        );
+        assert!(out.prediction.decode_tps > 1.0 && out.rates_complete);
+        // Each device within its capacity minus the 1 GiB margin.
+        for (d, r) in hw.devices.iter().zip(&out.report.devices) {
+            assert!(
+                r.total() <= hw.effective_capacity(d).0 - 1024 * MIB,
+                "{}",
+                d.name
+            );
+        }
+    }
+
+    #[test]
+    fn max_ctx_is_the_largest_that_fits() {
+        let m = build(&Spec::llama_8b_like());
+        let hw = two_gpus();
+        let p = Planner::new(&m, &hw, Some(&["CUDA1".to_string()])).unwrap();
+        let req = Request {
+            ctx: CtxRequest::Max,
+            allow_ffn_host: false,
+            ..Request::default()
+        };
+        let out = p.plan(&req, &PlanningSimulator).unwrap();
+        let n = out.plan.ctx.n_ctx;
+        assert!(n % 256 == 0 && n >= 4096, "{n}");
+        // 256 more does not fit entirely on CUDA1.
+        let caps = p.capacities(req.margin);
+        let bigger = p.config(n + 256, &req, 512, true, (GgmlType::F16, GgmlType::F16));
+        if n < m.hparams.n_ctx_train {
+            let l = p.solve(&bigger, &caps, &req).unwrap().0;
+            assert!(l.n_cpu_layers() > 0 || l.layer_dev[32].is_none());
+        }
+        assert_eq!(
+            out.argv[out.argv.iter().position(|a| a == "-dev").unwrap() + 1],
+            "CUDA1"
+        );
+    }
+
+    #[test]
+    fn does_not_fit_names_the_host_and_nearest_plans() {
+        let m = build(&Spec::qwen3_next_like());
+        let hw = Hardware::from_toml_str(
+            "[host]\nmemory_mib = 32768\nreserved_mib = 4096\n\
+             [[devices]]\nname = \"CUDA0\"\nkind = \"cuda\"\nmemory_mib = 8192\n",
+        )
+        .unwrap();
+        let p = Planner::new(&m, &hw, None).unwrap();
+        let err = p.plan(&Request::default(), &PlanningSimulator).unwrap_err();
+        let PlanError::DoesNotFit { short, nearest } = err else {
+            panic!("{err}")
+        };
+        assert_eq!(short[0].target, "host");
+        assert!(short[0].shortfall() > Bytes(5 << 30), "{}", short[0]);
+        assert!(nearest.is_empty());
+    }
+}

@@ -1,0 +1,332 @@
+//! The check every plan passes before it is shown: its argv, as emitted,
+//! run through a [`Simulator`] of llama.cpp.
+//!
+//! The exact simulator lives in `crate::llamacpp` (the `mem` branch); it
+//! plugs in by implementing [`Simulator`] (parse the argv with
+//! `llamacpp::Flags::parse`, `llamacpp::simulate`, map its `DeviceUse` rows
+//! into [`SimReport`]). Until then [`PlanningSimulator`] stands in: it
+//! parses the flags the planner emits, re-derives the placement from them
+//! with llama.cpp's rules (`-ngl/-ts/-dev/-sm` through
+//! [`llama_layer_devices`], `-ot` by first-match regex search over the
+//! model's real tensor names) and sizes it with the planning model. So the
+//! argv → placement round trip is real even before the exact sizes are.
+
+use regex::Regex;
+use serde::Serialize;
+use thiserror::Error;
+
+use super::costs::{costs, CtxConfig};
+use super::flags::llama_layer_devices;
+use super::layout::{memory, summary, Layout};
+use crate::gguf::GgmlType;
+use crate::hardware::Hardware;
+use crate::model::{Model, TensorClass, TensorGroup};
+
+/// One place's simulated memory.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DeviceReport {
+    pub name: String,
+    pub model_bytes: u64,
+    pub context_bytes: u64,
+    pub compute_bytes: u64,
+    pub output_bytes: u64,
+}
+
+impl DeviceReport {
+    pub fn total(&self) -> u64 {
+        self.model_bytes + self.context_bytes + self.compute_bytes + self.output_bytes
+    }
+}
+
+/// What a simulator reports for one argv.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SimReport {
+    /// Hardware devices, in hardware order.
+    pub devices: Vec<DeviceReport>,
+    pub host: DeviceReport,
+    /// Where the simulator put blocks 0..L and the output (hardware index; `None` = CPU).
+    pub layer_dev: Vec<Option<usize>>,
+    /// Blocks whose movable FFN the simulator put on the host.
+    pub ffn_host: Vec<bool>,
+    pub splits_tg: u32,
+    pub splits_pp: u32,
+    /// Which simulator produced this (shown with the plan).
+    pub simulator: String,
+}
+
+/// Why a simulation failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum SimError {
+    #[error("flag {flag}: {reason}")]
+    Flag { flag: String, reason: String },
+    #[error("-ot pattern {pattern:?}: {source}")]
+    Pattern {
+        pattern: String,
+        #[source]
+        source: Box<regex::Error>,
+    },
+    #[error("block {layer}: {reason} (not expressible in the planning model)")]
+    Unsupported { layer: u32, reason: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A llama.cpp simulator: what `llama-server` started with `argv` (no `-m`)
+/// would allocate on each device of `hw`.
+pub trait Simulator {
+    fn simulate(
+        &self,
+        model: &Model,
+        hw: &Hardware,
+        argv: &[String],
+    ) -> Result<SimReport, SimError>;
+}
+
+/// The stand-in simulator (see the module docs).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PlanningSimulator;
+
+struct Parsed {
+    ctx: CtxConfig,
+    ngl: Option<u32>,
+    devices: Option<Vec<String>>,
+    sm_none: bool,
+    ts: Vec<f32>,
+    ot: Vec<(String, String)>,
+    op_offload: bool,
+}
+
+fn bad(flag: &str, reason: impl Into<String>) -> SimError {
+    SimError::Flag {
+        flag: flag.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, SimError> {
+    v.parse()
+        .map_err(|_| bad(flag, format!("bad number {v:?}")))
+}
+
+fn parse(argv: &[String], n_ctx_train: u64) -> Result<Parsed, SimError> {
+    let mut p = Parsed {
+        ctx: CtxConfig {
+            n_ctx: n_ctx_train,
+            n_seq: 1,
+            kv_unified: false,
+            ubatch: 512,
+            batch: 2048,
+            flash_attn: true,
+            type_k: GgmlType::F16,
+            type_v: GgmlType::F16,
+        },
+        ngl: None,
+        devices: None,
+        sm_none: false,
+        ts: Vec::new(),
+        ot: Vec::new(),
+        op_offload: true,
+    };
+    let mut it = argv.iter();
+    while let Some(flag) = it.next() {
+        let f = flag.as_str();
+        if matches!(f, "-kvu" | "--kv-unified") {
+            p.ctx.kv_unified = true;
+            continue;
+        }
+        if f == "--no-op-offload" {
+            p.op_offload = false;
+            continue;
+        }
+        let v = it.next().ok_or_else(|| bad(f, "needs a value"))?;
+        match f {
+            "-c" | "--ctx-size" => {
+                let c: u64 = num(f, v)?;
+                p.ctx.n_ctx = if c == 0 { n_ctx_train } else { c };
+            }
+            "-np" | "--parallel" => p.ctx.n_seq = num(f, v)?,
+            "-b" | "--batch-size" => p.ctx.batch = num(f, v)?,
+            "-ub" | "--ubatch-size" => p.ctx.ubatch = num(f, v)?,
+            "-ngl" | "--gpu-layers" | "--n-gpu-layers" => {
+                p.ngl = match v.as_str() {
+                    "auto" | "all" => None,
+                    _ => Some(num(f, v)?),
+                }
+            }
+            "-sm" | "--split-mode" => match v.as_str() {
+                "none" => p.sm_none = true,
+                "layer" => p.sm_none = false,
+                _ => return Err(bad(f, "only none|layer are modelled")),
+            },
+            "-dev" | "--device" => p.devices = Some(v.split(',').map(str::to_string).collect()),
+            "-ts" | "--tensor-split" => {
+                p.ts = v
+                    .split([',', '/'])
+                    .map(|x| num::<f32>(f, x))
+                    .collect::<Result<_, _>>()?
+            }
+            "-ot" | "--override-tensor" => {
+                for e in v.split(',') {
+                    let (pat, buft) = e
+                        .split_once('=')
+                        .ok_or_else(|| bad(f, format!("entry {e:?} has no '='")))?;
+                    p.ot.push((pat.to_string(), buft.to_string()));
+                }
+            }
+            "-fa" | "--flash-attn" => {
+                p.ctx.flash_attn = match v.as_str() {
+                    "on" | "1" | "true" => true,
+                    "off" | "0" | "false" => false,
+                    _ => return Err(bad(f, "only on|off are modelled")),
+                }
+            }
+            "-ctk" | "--cache-type-k" => {
+                p.ctx.type_k =
+                    GgmlType::from_name(v).ok_or_else(|| bad(f, format!("unknown type {v:?}")))?
+            }
+            "-ctv" | "--cache-type-v" => {
+                p.ctx.type_v =
+                    GgmlType::from_name(v).ok_or_else(|| bad(f, format!("unknown type {v:?}")))?
+            }
+            "-fit" | "--fit" => {}
+            _ => return Err(bad(f, "not modelled by the planning simulator")),
+        }
+    }
+    // llama_context: n_ubatch ≤ n_batch ≤ n_ctx.
+    p.ctx.batch = p.ctx.batch.min(p.ctx.n_ctx);
+    p.ctx.ubatch = p.ctx.ubatch.min(p.ctx.batch);
+    Ok(p)
+}
+
+impl Simulator for PlanningSimulator {
+    fn simulate(
+        &self,
+        model: &Model,
+        hw: &Hardware,
+        argv: &[String],
+    ) -> Result<SimReport, SimError> {
+        let p = parse(argv, model.hparams.n_ctx_train)?;
+        let n = model.hparams.n_layer;
+        // llama_prepare_model_devices: -dev list, else every device; -sm none keeps the first.
+        let mut model_devs: Vec<usize> = match &p.devices {
+            Some(names) => names
+                .iter()
+                .map(|nm| {
+                    hw.devices
+                        .iter()
+                        .position(|d| &d.name == nm)
+                        .ok_or_else(|| bad("-dev", format!("no device {nm}")))
+                })
+                .collect::<Result<_, _>>()?,
+            None => (0..hw.devices.len()).collect(),
+        };
+        if p.sm_none {
+            model_devs.truncate(1);
+        }
+        let ngl = p.ngl.unwrap_or(n + 1);
+        let ts: Vec<f32> = if p.ts.iter().any(|&x| x != 0.0) {
+            p.ts.clone()
+        } else {
+            model_devs
+                .iter()
+                .map(|&d| hw.effective_capacity(&hw.devices[d]).0 as f32)
+                .collect()
+        };
+        let layer_dev: Vec<Option<usize>> = llama_layer_devices(n, ngl, &ts, model_devs.len())
+            .into_iter()
+            .map(|k| k.map(|k| model_devs[k]))
+            .collect();
+        let ot: Vec<(Regex, Option<usize>)> =
+            p.ot.iter()
+                .map(|(pat, buft)| {
+                    let re = Regex::new(pat).map_err(|e| SimError::Pattern {
+                        pattern: pat.clone(),
+                        source: Box::new(e),
+                    })?;
+                    let target = if buft == "CPU" {
+                        None
+                    } else {
+                        Some(
+                            hw.devices
+                                .iter()
+                                .position(|d| &d.name == buft)
+                                .ok_or_else(|| bad("-ot", format!("unknown buffer type {buft}")))?,
+                        )
+                    };
+                    Ok((re, target))
+                })
+                .collect::<Result<_, SimError>>()?;
+        let c = costs(model, &p.ctx);
+        let movable_group = match c.movable {
+            Some(super::costs::Movable::Experts) => Some(TensorGroup::FfnRouted),
+            Some(super::costs::Movable::DenseFfn) => Some(TensorGroup::FfnDense),
+            None => None,
+        };
+        // Per block: where its movable tensors went (None = not seen yet).
+        let mut ffn_place: Vec<Option<Option<usize>>> = vec![None; n as usize];
+        for t in &model.tensors {
+            if t.skipped {
+                continue;
+            }
+            let Some(e) = model.profile.tensors.get(t.index) else {
+                continue;
+            };
+            let TensorClass::Layer { layer, group } = t.class else {
+                continue;
+            };
+            let base = layer_dev.get(layer as usize).copied().flatten();
+            // llama_model_loader::create_tensor: first matching override wins.
+            let place = ot
+                .iter()
+                .find(|(re, _)| re.is_match(&e.name))
+                .map_or(base, |(_, tgt)| *tgt);
+            if Some(group) == movable_group {
+                let slot = &mut ffn_place[layer as usize];
+                if slot.is_some_and(|s| s != place) {
+                    return Err(SimError::Unsupported {
+                        layer,
+                        reason: "its FFN tensors are split between places".into(),
+                    });
+                }
+                *slot = Some(place);
+                if place.is_some() && place != base {
+                    return Err(SimError::Unsupported {
+                        layer,
+                        reason: format!("FFN on {} away from its layer", e.name),
+                    });
+                }
+            } else if place != base {
+                return Err(SimError::Unsupported {
+                    layer,
+                    reason: format!("{} placed away from its layer", e.name),
+                });
+            }
+        }
+        let layout = Layout {
+            ffn_host: (0..n as usize)
+                .map(|il| layer_dev[il].is_some() && ffn_place[il] == Some(None))
+                .collect(),
+            layer_dev,
+        };
+        let ub = p.ctx.pp_tokens();
+        let (h, devs) = memory(&c, &layout, hw.devices.len(), p.op_offload, ub);
+        let s = summary(&c, &layout, hw.devices.len(), p.op_offload, ub);
+        let row = |name: &str, m: &super::layout::Mem| DeviceReport {
+            name: name.to_string(),
+            model_bytes: m.model,
+            context_bytes: m.context,
+            compute_bytes: m.compute,
+            output_bytes: m.output,
+        };
+        Ok(SimReport {
+            devices: hw.devices.iter().zip(&devs).map(|(d, m)| row(&d.name, m)).collect(),
+            host: row("CPU", &h),
+            layer_dev: layout.layer_dev,
+            ffn_host: layout.ffn_host,
+            splits_tg: s.splits_tg,
+            splits_pp: s.splits_pp,
+            simulator: "planning model (llama.cpp placement rules; sizes approximate until the exact simulator is wired)".into(),
+        })
+    }
+}
