@@ -213,6 +213,129 @@ mod tests {
         assert_eq!(d[32], Some(0));
     }
 
+    use crate::gguf::GgmlType;
+    use crate::model::{Model, TensorClass, TensorGroup};
+    use crate::solver::costs::{costs, CtxConfig};
+    use crate::solver::synthetic::{build, Spec};
+
+    fn plan_for(m: &Model, layer_dev: Vec<Option<usize>>, ffn_host: Vec<bool>) -> Plan {
+        let cfg = CtxConfig {
+            n_ctx: 4096,
+            n_seq: 1,
+            kv_unified: false,
+            ubatch: 512,
+            batch: 2048,
+            flash_attn: true,
+            type_k: GgmlType::F16,
+            type_v: GgmlType::F16,
+        };
+        Plan {
+            layout: Layout {
+                layer_dev,
+                ffn_host,
+            },
+            ctx: cfg,
+            device_names: vec!["CUDA0".into(), "CUDA1".into(), "CUDA2".into()],
+            movable: costs(m, &cfg).movable,
+        }
+    }
+
+    /// Apply an override list as llama.cpp does (`std::regex_search`, first
+    /// match wins): the target of each tensor, `None` = no override.
+    fn targets(m: &Model, ot: &[String]) -> Vec<Option<String>> {
+        let rules: Vec<(regex::Regex, String)> = ot
+            .iter()
+            .map(|e| {
+                let (p, b) = e.split_once('=').unwrap();
+                (regex::Regex::new(p).unwrap(), b.to_string())
+            })
+            .collect();
+        m.profile
+            .tensors
+            .iter()
+            .map(|t| {
+                rules
+                    .iter()
+                    .find(|(r, _)| r.is_match(&t.name))
+                    .map(|(_, b)| b.clone())
+            })
+            .collect()
+    }
+
+    fn arb_layout(n: usize) -> impl Strategy<Value = (usize, Vec<usize>, Vec<bool>)> {
+        (
+            0..=n,
+            proptest::collection::vec(0usize..3, 1..4),
+            proptest::collection::vec(any::<bool>(), n),
+        )
+    }
+
+    fn layout_from(
+        n: usize,
+        n_cpu: usize,
+        devs: &[usize],
+        host: &[bool],
+    ) -> (Vec<Option<usize>>, Vec<bool>) {
+        let mut devs: Vec<usize> = devs.to_vec();
+        devs.sort();
+        devs.dedup();
+        let gpu = n + 1 - n_cpu;
+        let mut layer_dev = vec![None; n_cpu];
+        let per = gpu / devs.len();
+        for (k, &d) in devs.iter().enumerate() {
+            let cnt = if k + 1 == devs.len() {
+                gpu - per * k
+            } else {
+                per
+            };
+            layer_dev.extend(std::iter::repeat_n(Some(d), cnt));
+        }
+        let ffn_host = (0..n).map(|i| host[i] && layer_dev[i].is_some()).collect();
+        (layer_dev, ffn_host)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Each emitted `-ot` list selects exactly the intended tensors among
+        /// the model's real names: the movable FFN tensors of host-FFN blocks
+        /// go to CPU, with the layer fallback every other block tensor to its
+        /// device, and nothing else matches.
+        #[test]
+        fn ot_lists_select_exactly_the_intended_tensors(
+            dense in any::<bool>(),
+            fallback in any::<bool>(),
+            (n_cpu, devs, host) in arb_layout(48),
+        ) {
+            let mut spec = if dense { Spec::llama_8b_like() } else { Spec::qwen3_next_like() };
+            spec.n_layer = 48;
+            let m = build(&spec);
+            let (layer_dev, ffn_host) = layout_from(48, n_cpu, &devs, &host);
+            let plan = plan_for(&m, layer_dev.clone(), ffn_host.clone());
+            let ot = overrides(&plan, fallback);
+            let got = targets(&m, &ot);
+            let movable = if dense { TensorGroup::FfnDense } else { TensorGroup::FfnRouted };
+            for (t, g) in m.tensors.iter().zip(&got) {
+                let name = &m.profile.tensors[t.index].name;
+                let want = match t.class {
+                    TensorClass::Layer { layer, group } => {
+                        let il = layer as usize;
+                        if group == movable && ffn_host[il] {
+                            Some("CPU".to_string())
+                        } else if fallback {
+                            layer_dev[il].map(|d| plan.device_names[d].clone())
+                        } else {
+                            None
+                        }
+                    }
+                    _ => None,
+                };
+                prop_assert_eq!(g, &want, "{} with {:?}", name, ot);
+            }
+            // One entry per place at most: the lists stay compact.
+            prop_assert!(ot.len() <= 1 + 3);
+        }
+    }
+
     proptest! {
         /// Integer layer counts as -ts always reproduce the intended split.
         #[test]

@@ -330,3 +330,85 @@ impl Simulator for PlanningSimulator {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::solver::flags::{argv, Plan};
+    use crate::solver::synthetic::{build, Spec};
+    use proptest::prelude::*;
+
+    fn hw3() -> Hardware {
+        Hardware::from_toml_str(
+            "[host]\nmemory_mib = 262144\n\
+             [[devices]]\nname = \"CUDA0\"\nkind = \"cuda\"\nmemory_mib = 24576\n\
+             [[devices]]\nname = \"CUDA1\"\nkind = \"cuda\"\nmemory_mib = 16384\n\
+             [[devices]]\nname = \"CUDA2\"\nkind = \"cuda\"\nmemory_mib = 8192\n",
+        )
+        .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// argv → llama.cpp's placement rules → the same layout: any CPU
+        /// prefix, any ordered subset of devices with any counts, any set of
+        /// host-FFN blocks.
+        #[test]
+        fn argv_round_trips_through_the_placement_rules(
+            n_cpu in 0usize..=49,
+            mask in 1u8..8,
+            cuts in proptest::collection::vec(0usize..50, 2),
+            host in proptest::collection::vec(any::<bool>(), 48),
+        ) {
+            let m = build(&Spec::qwen3_next_like());
+            let n = 48;
+            let devs: Vec<usize> = (0..3).filter(|d| mask & (1 << d) != 0).collect();
+            let gpu = n + 1 - n_cpu;
+            // Cut the GPU range into one non-empty run per device (drop devices if too few layers).
+            let mut pts: Vec<usize> = cuts.iter().map(|c| c * gpu / 50).collect();
+            pts.truncate(devs.len() - 1);
+            pts.sort();
+            pts.dedup();
+            pts.retain(|&p| p > 0 && p < gpu);
+            let mut layer_dev = vec![None; n_cpu];
+            let mut prev = 0;
+            for (k, end) in pts.iter().copied().chain([gpu]).enumerate() {
+                layer_dev.extend(std::iter::repeat_n(Some(devs[k]), end - prev));
+                prev = end;
+            }
+            let ffn_host: Vec<bool> = (0..n).map(|i| host[i] && layer_dev[i].is_some()).collect();
+            let cfg = crate::solver::costs::CtxConfig {
+                n_ctx: 8192, n_seq: 2, kv_unified: false, ubatch: 256, batch: 1024,
+                flash_attn: true, type_k: GgmlType::Q8_0, type_v: GgmlType::Q8_0,
+            };
+            let plan = Plan {
+                layout: Layout { layer_dev: layer_dev.clone(), ffn_host: ffn_host.clone() },
+                ctx: cfg,
+                device_names: vec!["CUDA0".into(), "CUDA1".into(), "CUDA2".into()],
+                movable: Some(crate::solver::costs::Movable::Experts),
+            };
+            let args = argv(&plan);
+            let r = PlanningSimulator.simulate(&m, &hw3(), &args).unwrap();
+            prop_assert_eq!(&r.layer_dev, &layer_dev, "{}", args.join(" "));
+            prop_assert_eq!(&r.ffn_host, &ffn_host, "{}", args.join(" "));
+            // The sizes are the planning model's for the same layout and context.
+            let c = costs(&m, &cfg);
+            let (h, d) = memory(&c, &plan.layout, 3, true, 256);
+            prop_assert_eq!(r.host.total(), h.total());
+            prop_assert_eq!(r.devices.iter().map(|x| x.total()).collect::<Vec<_>>(), d.iter().map(|x| x.total()).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn unknown_flags_and_devices_are_errors() {
+        let m = build(&Spec::llama_8b_like());
+        let e = PlanningSimulator
+            .simulate(&m, &hw3(), &["--mlock".into(), "x".into()])
+            .unwrap_err();
+        assert!(e.to_string().contains("--mlock"), "{e}");
+        let e = PlanningSimulator
+            .simulate(&m, &hw3(), &["-dev".into(), "CUDA9".into()])
+            .unwrap_err();
+        assert_eq!(e.to_string(), "flag -dev: no device CUDA9");
+    }
+}
