@@ -13,6 +13,7 @@ pub mod detect;
 pub mod exit;
 pub mod header;
 pub mod hw;
+pub mod plan;
 pub mod table;
 
 /// Plan where an LLM's tensors live before you deploy it.
@@ -31,6 +32,8 @@ pub enum Command {
     Hw(hw::Args),
     /// Write a hardware file for this machine (NVIDIA GPUs through NVML, RAM and cores from the OS).
     Detect(detect::Args),
+    /// Find the fastest placement that fits and print the llama-server flags for it.
+    Plan(Box<plan::Args>),
 }
 
 /// Parse `std::env::args`, run, and turn the outcome into an exit code.
@@ -55,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Header(a) => header::run(a),
         Command::Hw(a) => hw::run(a),
         Command::Detect(a) => detect::run(a),
+        Command::Plan(a) => plan::run(a),
     }
 }
 

@@ -4,6 +4,7 @@
 //! Every candidate a solver returns is re-simulated by [`crate::llamacpp`]
 //! before it is shown: the planner never emits flags it has not simulated.
 
+pub mod baseline;
 pub mod costs;
 pub mod dp;
 pub mod flags;

@@ -711,3 +711,76 @@ mod tests {
         assert!(nearest.is_empty());
     }
 }
+
+/// One row of `--sweep`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SweepRow {
+    pub type_k: String,
+    pub type_v: String,
+    pub slots: u32,
+    pub ubatch: u64,
+    /// Largest context that fits (`None`: not even the smallest).
+    pub max_ctx: Option<u64>,
+    pub decode_tps: Option<f64>,
+    pub prefill_tps: Option<f64>,
+    pub argv: Vec<String>,
+}
+
+impl Planner<'_> {
+    /// `--sweep`: the largest context that fits for every KV type × slots ×
+    /// micro-batch, with the predicted speed of the best plan there. Every
+    /// row's flags are simulated (and fed back) like a single plan.
+    pub fn sweep(
+        &self,
+        base: &Request,
+        kv_types: &[(GgmlType, GgmlType)],
+        slots: &[u32],
+        ubatch: &[u64],
+        sim: &dyn Simulator,
+    ) -> Vec<SweepRow> {
+        let mut rows = Vec::with_capacity(kv_types.len() * slots.len() * ubatch.len());
+        for &kv in kv_types {
+            for &s in slots {
+                for &ub in ubatch {
+                    let req = Request {
+                        ctx: CtxRequest::Max,
+                        slots: s,
+                        ubatch: vec![ub],
+                        kv_types: vec![kv],
+                        // A quantized V cache needs flash attention.
+                        flash_attn: if kv.1 == GgmlType::F16
+                            || kv.1 == GgmlType::BF16
+                            || kv.1 == GgmlType::F32
+                        {
+                            base.flash_attn.clone()
+                        } else {
+                            vec![true]
+                        },
+                        ..base.clone()
+                    };
+                    let name = |t: GgmlType| t.name().unwrap_or("?").to_ascii_lowercase();
+                    let mut row = SweepRow {
+                        type_k: name(kv.0),
+                        type_v: name(kv.1),
+                        slots: s,
+                        ubatch: ub,
+                        max_ctx: None,
+                        decode_tps: None,
+                        prefill_tps: None,
+                        argv: Vec::new(),
+                    };
+                    if let Ok(o) = self.plan(&req, sim) {
+                        row.max_ctx = Some(o.plan.ctx.n_ctx);
+                        if self.rates.complete {
+                            row.decode_tps = Some(o.prediction.decode_tps);
+                            row.prefill_tps = Some(o.prediction.prefill_tps);
+                        }
+                        row.argv = o.argv;
+                    }
+                    rows.push(row);
+                }
+            }
+        }
+        rows
+    }
+}

@@ -1,0 +1,314 @@
+//! Baselines shown by `--explain`: what llama.cpp's own `--fit` would choose
+//! on the same hardware, and a plain `-ngl` split, each simulated and
+//! predicted like the plan.
+//!
+//! `--fit` (common/fit.cpp `common_params_fit_impl`, internals notes §5.2),
+//! with the context held at the plan's (as when `-c` is given):
+//!
+//! 1. full offload with the default split (free memory) fits → keep it;
+//! 2. MoE: all routed experts on the CPU, then fill devices **back to
+//!    front** with these dense-only layers (the last device also holds the
+//!    output), the rest on the CPU; then convert dense-only layers to full
+//!    layers **front to back** while their device has room;
+//! 3. dense: fill devices back to front with whole layers.
+//!
+//! Each device keeps `--fit-target` (1 GiB) free. Not modelled: the one
+//! partial layer per device fit may add (attention-only, +up, +gate
+//! overflow), and fit's ctx reduction (the plan's context is kept so the
+//! placements compare at equal memory demand).
+
+use serde::Serialize;
+
+use super::costs::Costs;
+use super::flags::{argv, llama_layer_devices, Plan};
+use super::layout::{memory, Layout};
+use super::plan::Planner;
+use super::sim::{SimReport, Simulator};
+use super::speed::Prediction;
+use crate::units::{Bytes, MIB};
+
+/// `--fit-target` default (common/common.h).
+pub const FIT_TARGET: Bytes = Bytes(1024 * MIB);
+
+/// One baseline.
+#[derive(Clone, Debug, Serialize)]
+pub struct Baseline {
+    /// `fit` or `ngl`.
+    pub name: String,
+    pub description: String,
+    pub argv: Vec<String>,
+    #[serde(skip)]
+    pub plan: Plan,
+    pub report: Option<SimReport>,
+    pub prediction: Prediction,
+    /// Simulated within every device's capacity (minus the plan's margin).
+    pub fits: bool,
+    pub n_cpu_layers: usize,
+    pub n_host_ffn_layers: usize,
+}
+
+fn fits_devices(p: &Planner, c: &Costs, l: &Layout, ub: u64, caps: &[u64]) -> bool {
+    let (_, d) = memory(c, l, p.hw.devices.len(), true, ub);
+    d.iter().zip(caps).all(|(m, &cap)| m.total() <= cap)
+}
+
+/// The layout llama.cpp's `--fit` would choose (see the module docs).
+pub fn fit_layout(p: &Planner, c: &Costs, ub: u64) -> Layout {
+    let n = c.n_layer();
+    let nd = p.hw.devices.len();
+    let caps: Vec<u64> =
+        p.hw.devices
+            .iter()
+            .map(|d| p.hw.effective_capacity(d).saturating_sub(FIT_TARGET).0)
+            .collect();
+    // 1. Full offload with the default split by free memory.
+    let ts: Vec<f32> = caps.iter().map(|&c| c as f32).collect();
+    let full = Layout {
+        layer_dev: llama_layer_devices(n as u32, n as u32 + 1, &ts, nd),
+        ffn_host: vec![false; n],
+    };
+    if nd == 0 || fits_devices(p, c, &full, ub, &caps) {
+        return if nd == 0 { Layout::cpu_only(n) } else { full };
+    }
+    let moe = c.movable == Some(super::costs::Movable::Experts);
+    // Per device: layers (the output counts as one) and how many of them
+    // are dense-only (experts on the CPU); a device's full layers come
+    // first (`set_ngl_tensor_split_tbo`).
+    let mut n_layer = vec![0usize; nd];
+    let mut n_part = vec![0usize; nd];
+    let build = |n_layer: &[usize], n_part: &[usize]| {
+        let ngl: usize = n_layer.iter().sum();
+        let mut l = Layout::cpu_only(n);
+        let mut il = n + 1 - ngl;
+        for d in 0..nd {
+            let full = n_layer[d] - n_part[d];
+            for k in 0..n_layer[d] {
+                l.layer_dev[il] = Some(d);
+                if il < n {
+                    l.ffn_host[il] = moe && k >= full;
+                }
+                il += 1;
+            }
+        }
+        l
+    };
+    // Step 3: back to front, dense-only layers (the last device's first layer
+    // is the output, always full).
+    for d in (0..nd).rev() {
+        let unassigned = n + 1 - n_layer.iter().sum::<usize>();
+        for _ in 0..unassigned {
+            n_layer[d] += 1;
+            let output_only = d == nd - 1 && n_layer[d] == 1;
+            if moe && !output_only {
+                n_part[d] += 1;
+            }
+            if !fits_devices(p, c, &build(&n_layer, &n_part), ub, &caps) {
+                n_layer[d] -= 1;
+                if moe && !output_only {
+                    n_part[d] -= 1;
+                }
+                break;
+            }
+        }
+    }
+    // Step 4 (MoE, every layer placed): front to back, convert dense-only
+    // layers of the first dense device onwards into full layers of device
+    // `id` while it has room.
+    if moe && n_layer.iter().sum::<usize>() == n + 1 {
+        let mut start = nd;
+        for d in (0..nd).rev() {
+            if n_layer[d] > 0 {
+                start = d;
+            } else {
+                break;
+            }
+        }
+        for id in 0..=start.min(nd - 1) {
+            while let Some(donor) = (start..nd).find(|&j| n_part[j] > 0) {
+                let (mut tl, mut tp) = (n_layer.clone(), n_part.clone());
+                tl[donor] -= 1;
+                tp[donor] -= 1;
+                tl[id] += 1;
+                let l = build(&tl, &tp);
+                let (_, mem) = memory(c, &l, nd, true, ub);
+                if mem[id].total() > caps[id] {
+                    break;
+                }
+                n_layer = tl;
+                n_part = tp;
+            }
+        }
+    }
+    build(&n_layer, &n_part)
+}
+
+/// Plain `-ngl N` with the default split by free memory: the largest `N` that fits.
+pub fn ngl_layout(p: &Planner, c: &Costs, ub: u64, caps: &[u64]) -> Layout {
+    let n = c.n_layer();
+    let nd = p.hw.devices.len();
+    let ts: Vec<f32> =
+        p.hw.devices
+            .iter()
+            .map(|d| p.hw.effective_capacity(d).0 as f32)
+            .collect();
+    for ngl in (0..=n as u32 + 1).rev() {
+        let l = Layout {
+            layer_dev: llama_layer_devices(n as u32, ngl, &ts, nd),
+            ffn_host: vec![false; n],
+        };
+        if fits_devices(p, c, &l, ub, caps) {
+            return l;
+        }
+    }
+    Layout::cpu_only(n)
+}
+
+/// Both baselines for `plan`'s context, simulated.
+pub fn baselines(p: &Planner, plan: &Plan, margin: Bytes, sim: &dyn Simulator) -> Vec<Baseline> {
+    let c = p.costs(&plan.ctx);
+    let ub = plan.ctx.pp_tokens();
+    let (caps, _) = p.capacities(margin);
+    let mut out = Vec::new();
+    for (name, description, layout) in [
+        (
+            "fit",
+            "llama.cpp --fit on the same hardware (simulated: back-to-front fill, experts to the CPU first)",
+            fit_layout(p, &c, ub),
+        ),
+        (
+            "ngl",
+            "plain -ngl with the default split by free memory (largest -ngl that fits)",
+            ngl_layout(p, &c, ub, &caps),
+        ),
+    ] {
+        let b_plan = Plan {
+            layout,
+            ..plan.clone()
+        };
+        let args = argv(&b_plan);
+        let report = sim.simulate(p.model, p.hw, &args).ok();
+        let fits = report
+            .as_ref()
+            .is_some_and(|r| p.overflows(r, margin).is_empty());
+        out.push(Baseline {
+            name: name.into(),
+            description: description.into(),
+            prediction: p.predict(&b_plan),
+            n_cpu_layers: b_plan.layout.n_cpu_layers(),
+            n_host_ffn_layers: b_plan.layout.ffn_host.iter().filter(|&&h| h).count(),
+            argv: args,
+            plan: b_plan,
+            report,
+            fits,
+        });
+    }
+    out
+}
+
+/// Sentences on why the plan differs from a baseline.
+pub fn why(plan: &Plan, pred: &Prediction, b: &Baseline) -> Vec<String> {
+    let mut out = Vec::new();
+    let l = &plan.layout;
+    let (pc, bc) = (l.n_cpu_layers(), b.n_cpu_layers);
+    let (ph, bh) = (
+        l.ffn_host.iter().filter(|&&h| h).count(),
+        b.n_host_ffn_layers,
+    );
+    if bc > pc {
+        out.push(format!(
+            "{}: {bc} whole blocks (weights and KV) on the CPU vs {pc} in the plan; the plan keeps attention and KV on the GPUs and moves only FFN weights ({ph} blocks).",
+            b.name
+        ));
+    } else if bh != ph {
+        out.push(format!(
+            "{}: FFN weights of {bh} blocks on the host vs {ph} in the plan.",
+            b.name
+        ));
+    }
+    let counts = |x: &Layout| {
+        x.used_devices()
+            .iter()
+            .map(|&d| {
+                format!(
+                    "{}×{}",
+                    x.layer_dev.iter().filter(|y| **y == Some(d)).count(),
+                    plan.device_names[d]
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" + ")
+    };
+    let (a, bb) = (counts(l), counts(&b.plan.layout));
+    if a != bb {
+        let how = if b.name == "fit" {
+            "--fit fills the last device first, then converts layers front to back, blind to device speed"
+        } else {
+            "-ngl splits by free memory, blind to device speed"
+        };
+        out.push(format!(
+            "{}: layers {} vs the plan's {} (the plan weighs each device's bandwidth; {how}).",
+            b.name,
+            if bb.is_empty() {
+                "none on GPUs".to_string()
+            } else {
+                bb
+            },
+            a,
+        ));
+    }
+    if !b.fits {
+        out.push(format!("{}: does not fit (simulated).", b.name));
+    }
+    let r = pred.decode_tps / b.prediction.decode_tps.max(1e-9);
+    out.push(format!(
+        "{}: predicted decode {:.1} t/s vs the plan's {:.1} ({r:.2}×).",
+        b.name, b.prediction.decode_tps, pred.decode_tps
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hardware::Hardware;
+    use crate::solver::plan::{CtxRequest, Request};
+    use crate::solver::sim::PlanningSimulator;
+    use crate::solver::synthetic::{build, Spec};
+
+    #[test]
+    fn the_plan_is_never_slower_than_the_baselines_that_fit() {
+        let m = build(&Spec::qwen3_next_like());
+        let hw = Hardware::from_toml_str(
+            "[host]\nmemory_mib = 131072\nreserved_mib = 8192\nbandwidth_gbs = 80\n\
+             [[devices]]\nname = \"CUDA0\"\nkind = \"cuda\"\nmemory_mib = 24576\nbandwidth_gbs = 1008\n\
+             [[devices]]\nname = \"CUDA1\"\nkind = \"cuda\"\nmemory_mib = 16384\nreserved_mib = 3500\nbandwidth_gbs = 448\n",
+        )
+        .unwrap();
+        let p = Planner::new(&m, &hw, None).unwrap();
+        let req = Request {
+            ctx: CtxRequest::Fixed(32768),
+            ..Request::default()
+        };
+        let out = p.plan(&req, &PlanningSimulator).unwrap();
+        let bs = baselines(&p, &out.plan, req.margin, &PlanningSimulator);
+        assert_eq!(bs.len(), 2);
+        let fit = &bs[0];
+        // --fit keeps whole layers on GPUs with the output on the last device.
+        assert_eq!(fit.plan.layout.layer_dev[48], Some(1));
+        assert!(fit.n_host_ffn_layers > 0);
+        // plain -ngl spills whole blocks to the CPU.
+        assert!(bs[1].n_cpu_layers > 0);
+        for b in &bs {
+            assert!(b.fits, "{} {:?}", b.name, b.argv);
+            assert!(
+                out.prediction.decode_tps >= b.prediction.decode_tps * 0.999,
+                "{}: {} > plan {}",
+                b.name,
+                b.prediction.decode_tps,
+                out.prediction.decode_tps
+            );
+            assert!(!why(&out.plan, &out.prediction, b).is_empty());
+        }
+        assert!(out.prediction.decode_tps > bs[1].prediction.decode_tps * 1.2);
+    }
+}
