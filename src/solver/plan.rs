@@ -228,6 +228,13 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Whether a layout fits the planning capacities (the DP's view plus the
+    /// host side of moved FFNs, which the DP does not count).
+    pub fn fits(&self, c: &Costs, l: &Layout, caps: &(Vec<u64>, u64), ub: u64) -> bool {
+        let (h, d) = memory(c, l, self.hw.devices.len(), true, ub);
+        h.total() <= caps.1 && d.iter().zip(&caps.0).all(|(m, &cap)| m.total() <= cap)
+    }
+
     /// Decode seconds of a layout in the planning model.
     pub fn decode_s(&self, c: &Costs, layout: &Layout, ub: u64) -> f64 {
         predict(
@@ -254,10 +261,7 @@ impl<'a> Planner<'a> {
         } else {
             None
         };
-        let fits = |l: &Layout| {
-            let (h, d) = memory(&c, l, self.hw.devices.len(), true, ub);
-            h.total() <= caps.1 && d.iter().zip(&caps.0).all(|(m, &cap)| m.total() <= cap)
-        };
+        let fits = |l: &Layout| self.fits(&c, l, caps, ub);
         // The DP does not count the host side of moved FFNs: check it here.
         let comb_host_short = comb.as_ref().is_some_and(|l| !fits(l));
         let mut best: Option<(Layout, f64)> = None;
@@ -334,12 +338,11 @@ impl<'a> Planner<'a> {
         let fits = |k: u64| {
             let cfg = self.config(k * step, req, ub, fa, kv);
             let c = self.costs(&cfg);
-            if dp::solve(&self.problem(&c, &cfg, caps, req.allow_ffn_host && c.movable.is_some()))
-                .is_some()
-            {
-                return true;
-            }
-            req.allow_ffn_host && dp::solve(&self.problem(&c, &cfg, caps, false)).is_some()
+            let ok =
+                |l: Option<Layout>| l.is_some_and(|l| self.fits(&c, &l, caps, cfg.pp_tokens()));
+            let comb = req.allow_ffn_host && c.movable.is_some();
+            ok(dp::solve(&self.problem(&c, &cfg, caps, comb)))
+                || (comb && ok(dp::solve(&self.problem(&c, &cfg, caps, false))))
         };
         if !fits(1) {
             return None;
@@ -513,8 +516,10 @@ impl<'a> Planner<'a> {
             short = self.hw.overflows(&usage);
         }
         if short.is_empty() {
+            // The solvers found nothing within their limits although the
+            // devices could hold it with more host memory: report the total.
             short.push(Overflow {
-                target: "every device".into(),
+                target: "all devices and the host".into(),
                 need: Bytes(
                     c.layers
                         .iter()
@@ -727,6 +732,49 @@ pub struct SweepRow {
 }
 
 impl Planner<'_> {
+    fn sweep_row(
+        &self,
+        base: &Request,
+        kv: (GgmlType, GgmlType),
+        s: u32,
+        ub: u64,
+        sim: &dyn Simulator,
+    ) -> SweepRow {
+        let req = Request {
+            ctx: CtxRequest::Max,
+            slots: s,
+            ubatch: vec![ub],
+            kv_types: vec![kv],
+            // A quantized V cache needs flash attention.
+            flash_attn: if matches!(kv.1, GgmlType::F16 | GgmlType::BF16 | GgmlType::F32) {
+                base.flash_attn.clone()
+            } else {
+                vec![true]
+            },
+            ..base.clone()
+        };
+        let name = |t: GgmlType| t.name().unwrap_or("?").to_ascii_lowercase();
+        let mut row = SweepRow {
+            type_k: name(kv.0),
+            type_v: name(kv.1),
+            slots: s,
+            ubatch: ub,
+            max_ctx: None,
+            decode_tps: None,
+            prefill_tps: None,
+            argv: Vec::new(),
+        };
+        if let Ok(o) = self.plan(&req, sim) {
+            row.max_ctx = Some(o.plan.ctx.n_ctx);
+            if self.rates.complete {
+                row.decode_tps = Some(o.prediction.decode_tps);
+                row.prefill_tps = Some(o.prediction.prefill_tps);
+            }
+            row.argv = o.argv;
+        }
+        row
+    }
+
     /// `--sweep`: the largest context that fits for every KV type × slots ×
     /// micro-batch, with the predicted speed of the best plan there. Every
     /// row's flags are simulated (and fed back) like a single plan.
@@ -738,49 +786,91 @@ impl Planner<'_> {
         ubatch: &[u64],
         sim: &dyn Simulator,
     ) -> Vec<SweepRow> {
-        let mut rows = Vec::with_capacity(kv_types.len() * slots.len() * ubatch.len());
+        let mut combos = Vec::with_capacity(kv_types.len() * slots.len() * ubatch.len());
         for &kv in kv_types {
             for &s in slots {
                 for &ub in ubatch {
-                    let req = Request {
-                        ctx: CtxRequest::Max,
-                        slots: s,
-                        ubatch: vec![ub],
-                        kv_types: vec![kv],
-                        // A quantized V cache needs flash attention.
-                        flash_attn: if kv.1 == GgmlType::F16
-                            || kv.1 == GgmlType::BF16
-                            || kv.1 == GgmlType::F32
-                        {
-                            base.flash_attn.clone()
-                        } else {
-                            vec![true]
-                        },
-                        ..base.clone()
-                    };
-                    let name = |t: GgmlType| t.name().unwrap_or("?").to_ascii_lowercase();
-                    let mut row = SweepRow {
-                        type_k: name(kv.0),
-                        type_v: name(kv.1),
-                        slots: s,
-                        ubatch: ub,
-                        max_ctx: None,
-                        decode_tps: None,
-                        prefill_tps: None,
-                        argv: Vec::new(),
-                    };
-                    if let Ok(o) = self.plan(&req, sim) {
-                        row.max_ctx = Some(o.plan.ctx.n_ctx);
-                        if self.rates.complete {
-                            row.decode_tps = Some(o.prediction.decode_tps);
-                            row.prefill_tps = Some(o.prediction.prefill_tps);
-                        }
-                        row.argv = o.argv;
-                    }
-                    rows.push(row);
+                    combos.push((kv, s, ub));
                 }
             }
         }
+        // Rows are independent: spread them over the cores, keep the order.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(combos.len().max(1));
+        let chunk = combos.len().div_ceil(threads).max(1);
+        let mut rows: Vec<SweepRow> = Vec::with_capacity(combos.len());
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = combos
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|&(kv, s, ub)| self.sweep_row(base, kv, s, ub, sim))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for h in handles {
+                // A panicking row is a bug; surface it rather than drop rows.
+                match h.join() {
+                    Ok(part) => rows.extend(part),
+                    Err(e) => std::panic::resume_unwind(e),
+                }
+            }
+        });
         rows
     }
+}
+
+/// The layout of a placement llama.cpp derived from any flags (the exact
+/// simulator's per-layer devices and per-tensor places): block `il`'s FFN
+/// counts as on the host when any of its movable tensors (routed experts;
+/// a dense model's FFN) is. `tensor_dev(i)` is the place of
+/// `model.tensors[i]`: `None` skipped, `Some(None)` host, `Some(Some(d))` device `d`.
+pub fn layout_from_tensors(
+    model: &Model,
+    layer_dev: Vec<Option<usize>>,
+    tensor_dev: impl Fn(usize) -> Option<Option<usize>>,
+) -> Layout {
+    let n = model.hparams.n_layer as usize;
+    let movable = if model.hparams.n_expert > 0 {
+        crate::model::TensorGroup::FfnRouted
+    } else {
+        crate::model::TensorGroup::FfnDense
+    };
+    let mut ffn_host = vec![false; n];
+    for (i, t) in model.tensors.iter().enumerate() {
+        if let crate::model::TensorClass::Layer { layer, group } = t.class {
+            let il = layer as usize;
+            if group == movable && il < n && layer_dev.get(il).copied().flatten().is_some() {
+                ffn_host[il] |= tensor_dev(i) == Some(None);
+            }
+        }
+    }
+    Layout {
+        layer_dev,
+        ffn_host,
+    }
+}
+
+/// The speed prediction for a placement made from hand-written flags
+/// (`ggplan mem … --json` reports it as `predicted`), so users can compare
+/// their profiles with a plan. `None` when the hardware file lacks bandwidths.
+pub fn predict_layout(
+    model: &Model,
+    hw: &Hardware,
+    ctx: &CtxConfig,
+    layout: &Layout,
+    op_offload: bool,
+) -> Option<Prediction> {
+    let rates = Rates::from_hardware(hw);
+    if !rates.complete {
+        return None;
+    }
+    let c = super::costs::costs(model, ctx);
+    Some(predict(
+        &summary(&c, layout, hw.devices.len(), op_offload, ctx.pp_tokens()),
+        &rates,
+    ))
 }

@@ -74,7 +74,7 @@ pub enum SimError {
 
 /// A llama.cpp simulator: what `llama-server` started with `argv` (no `-m`)
 /// would allocate on each device of `hw`.
-pub trait Simulator {
+pub trait Simulator: Sync {
     fn simulate(
         &self,
         model: &Model,

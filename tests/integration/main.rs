@@ -1,2 +1,3 @@
 mod hardware;
+mod plan;
 mod smoke;

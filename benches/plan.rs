@@ -1,0 +1,80 @@
+//! Speed goals of `ggplan plan` (issue #7): a whole plan for a 48-layer,
+//! 512-expert hybrid MoE on 2 GPUs + host ≤ 50 ms; a `--sweep` of 1,000
+//! combinations ≤ 1 s. The model is the synthetic Qwen3-Coder-Next-like
+//! one (`solver::synthetic`), the machine the domain brief's RTX 4090 +
+//! RTX 5070 Ti workstation.
+
+use ggplan::gguf::GgmlType;
+use ggplan::hardware::{presets, Hardware};
+use ggplan::model::Model;
+use ggplan::solver::plan::{CtxRequest, Planner, Request};
+use ggplan::solver::sim::PlanningSimulator;
+use ggplan::solver::synthetic::{build, Spec};
+
+fn main() {
+    divan::main();
+}
+
+fn setup() -> (Model, Hardware) {
+    let (hw, _) = presets::load_file_or_preset("rtx4090-rtx5070ti").unwrap();
+    (build(&Spec::qwen3_next_like()), hw)
+}
+
+/// Model analysis + search + flag synthesis + simulation, as `ggplan plan --ctx 65536` does.
+#[divan::bench]
+fn plan_hybrid_moe_2gpu(bencher: divan::Bencher) {
+    let (model, hw) = setup();
+    let req = Request {
+        ctx: CtxRequest::Fixed(65536),
+        ..Request::default()
+    };
+    bencher.bench(|| {
+        let p = Planner::new(&model, &hw, None).unwrap();
+        p.plan(&req, &PlanningSimulator).unwrap()
+    });
+}
+
+/// `--max-ctx`: a binary search over contexts, then the plan.
+#[divan::bench]
+fn plan_max_ctx_hybrid_moe_2gpu(bencher: divan::Bencher) {
+    let (model, hw) = setup();
+    let req = Request {
+        ctx: CtxRequest::Max,
+        ..Request::default()
+    };
+    bencher.bench(|| {
+        let p = Planner::new(&model, &hw, None).unwrap();
+        p.plan(&req, &PlanningSimulator).unwrap()
+    });
+}
+
+/// 10 KV type pairs × 10 slot counts × 10 micro-batches = 1,000 rows, each
+/// the largest context that fits plus its plan, simulated.
+#[divan::bench(sample_count = 5)]
+fn sweep_1000(bencher: divan::Bencher) {
+    let (model, hw) = setup();
+    let t = |n: &str| GgmlType::from_name(n).unwrap();
+    let kv: Vec<(GgmlType, GgmlType)> = [
+        ("f16", "f16"),
+        ("q8_0", "q8_0"),
+        ("q4_0", "q4_0"),
+        ("q8_0", "f16"),
+        ("q4_0", "f16"),
+        ("q5_0", "q5_0"),
+        ("q5_1", "q5_1"),
+        ("q4_1", "q4_1"),
+        ("bf16", "bf16"),
+        ("q8_0", "q4_0"),
+    ]
+    .iter()
+    .map(|(k, v)| (t(k), t(v)))
+    .collect();
+    let slots: Vec<u32> = (1..=10).collect();
+    let ubs = [64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 4096];
+    bencher.bench(|| {
+        let p = Planner::new(&model, &hw, None).unwrap();
+        let rows = p.sweep(&Request::default(), &kv, &slots, &ubs, &PlanningSimulator);
+        assert_eq!(rows.len(), 1000);
+        rows
+    });
+}

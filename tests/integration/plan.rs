@@ -1,0 +1,192 @@
+//! `ggplan plan` end to end on the built-in synthetic models and the shipped
+//! hardware presets (no GGUF, no GPU).
+
+use assert_cmd::Command;
+
+fn ggplan() -> Command {
+    Command::cargo_bin("ggplan").unwrap()
+}
+
+fn json(out: &assert_cmd::assert::Assert) -> serde_json::Value {
+    serde_json::from_slice(&out.get_output().stdout).unwrap()
+}
+
+#[test]
+fn plan_json_has_the_documented_fields_and_flags() {
+    let out = ggplan()
+        .args([
+            "plan",
+            "synthetic:qwen3-next",
+            "--hw",
+            "rtx4090-rtx5070ti",
+            "--ctx",
+            "65536",
+            "--json",
+        ])
+        .assert()
+        .success();
+    let v = json(&out);
+    assert_eq!(v["fits"], true);
+    assert_eq!(v["n_ctx"], 65536);
+    assert_eq!(v["solver_status"], "optimal");
+    let devs = v["devices"].as_array().unwrap();
+    assert_eq!(devs.len(), 3);
+    assert_eq!(devs[2]["name"], "CPU");
+    for d in devs {
+        let parts: u64 = [
+            "model_bytes",
+            "context_bytes",
+            "compute_bytes",
+            "output_bytes",
+        ]
+        .iter()
+        .map(|k| d[k].as_u64().unwrap())
+        .sum();
+        assert_eq!(d["total_bytes"].as_u64().unwrap(), parts);
+        assert!(d["headroom_bytes"].as_i64().unwrap() >= 0, "{d}");
+    }
+    let p = &v["predicted"];
+    assert!(p["decode_tps"].as_f64().unwrap() > 10.0);
+    assert!(p["prefill_tps"].as_f64().unwrap() > 100.0);
+    let argv: Vec<&str> = v["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    let line = argv.join(" ");
+    for f in [
+        "-c 65536", "-np 1", "-ngl 49", "-fa on", "-ctk f16", "-ctv f16", "-fit off", "-ts ",
+    ] {
+        assert!(line.contains(f), "{f} missing in {line}");
+    }
+    let ot = argv[argv.iter().position(|a| *a == "-ot").unwrap() + 1];
+    assert!(
+        ot.starts_with(r"blk\.") && ot.ends_with(r"ffn_(up|down|gate|gate_up)_(ch|)exps=CPU"),
+        "{ot}"
+    );
+}
+
+#[test]
+fn a_request_that_cannot_fit_exits_3_naming_the_host_and_nearest_plans() {
+    // 45 GB of weights on an 8 GB P4 and 32 GB of RAM.
+    let out = ggplan()
+        .args([
+            "plan",
+            "synthetic:qwen3-next",
+            "--hw",
+            "tesla-p4-i7-4770k",
+            "--json",
+        ])
+        .assert()
+        .code(3);
+    let v = json(&out);
+    assert_eq!(v["fits"], false);
+    assert_eq!(v["short"][0]["target"], "host");
+    // Llama-8B at 128K on a laptop: the nearest plans shrink the context or quantize the KV.
+    let out = ggplan()
+        .args([
+            "plan",
+            "synthetic:llama-8b",
+            "--hw",
+            "laptop-rtx4060",
+            "--ctx",
+            "131072",
+            "--np",
+            "4",
+            "--no-ffn-host",
+        ])
+        .assert()
+        .code(3);
+    let err = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    assert!(err.contains("does not fit: host needs"), "{err}");
+    assert!(err.contains("nearest plans that fit"), "{err}");
+    assert!(
+        err.contains("-ctk q8_0 -ctv q8_0") || err.contains("-c "),
+        "{err}"
+    );
+}
+
+#[test]
+fn explain_shows_both_baselines() {
+    let out = ggplan()
+        .args([
+            "plan",
+            "synthetic:qwen3-next",
+            "--hw",
+            "rtx4090-rtx5070ti",
+            "--ctx",
+            "32768",
+            "--explain",
+        ])
+        .assert()
+        .success();
+    let s = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(
+        s.contains("--fit (simulated)") && s.contains("plain -ngl"),
+        "{s}"
+    );
+    assert!(
+        s.contains("llama-server -m synthetic:qwen3-next -c 32768"),
+        "{s}"
+    );
+    assert!(s.contains("- ngl: "), "{s}");
+}
+
+#[test]
+fn sweep_lists_every_combination() {
+    let out = ggplan()
+        .args([
+            "plan",
+            "synthetic:llama-8b",
+            "--hw",
+            "laptop-rtx4060",
+            "--sweep",
+            "--sweep-np",
+            "1,4",
+            "--sweep-ub",
+            "512,2048",
+            "--sweep-kv",
+            "f16,q8_0",
+            "--json",
+        ])
+        .assert()
+        .success();
+    let rows = json(&out);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 8);
+    let ctx = |k: &str, np: u64, ub: u64| {
+        rows.iter()
+            .find(|r| r["type_k"] == k && r["slots"] == np && r["ubatch"] == ub)
+            .unwrap()["max_ctx"]
+            .as_u64()
+            .unwrap()
+    };
+    // A q8_0 cache holds more context than f16 in the same memory.
+    assert!(ctx("q8_0", 1, 512) > ctx("f16", 1, 512));
+    assert!(ctx("f16", 1, 512) % 256 == 0 && ctx("f16", 4, 512) % 1024 == 0);
+}
+
+#[test]
+fn no_bandwidths_no_prediction() {
+    let dir = tempfile::tempdir().unwrap();
+    let hw = dir.path().join("hw.toml");
+    std::fs::write(
+        &hw,
+        "[host]\nmemory_mib = 65536\n[[devices]]\nname = \"CUDA0\"\nkind = \"cuda\"\nmemory_mib = 24576\n",
+    )
+    .unwrap();
+    let out = ggplan()
+        .args([
+            "plan",
+            "synthetic:llama-8b",
+            "--hw",
+            hw.to_str().unwrap(),
+            "--json",
+        ])
+        .assert()
+        .success();
+    let v = json(&out);
+    assert!(v["predicted"].is_null());
+    assert!(v["devices"][0]["time_share"].is_null());
+}
