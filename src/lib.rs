@@ -28,5 +28,6 @@ pub mod cli;
 pub mod gguf;
 pub mod model;
 pub mod units;
+pub mod vllm;
 
 pub use units::Bytes;

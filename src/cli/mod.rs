@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 pub mod exit;
 pub mod header;
 pub mod table;
+pub mod tp;
 
 /// Plan where an LLM's tensors live before you deploy it.
 #[derive(Debug, Parser)]
@@ -25,6 +26,8 @@ pub struct Cli {
 pub enum Command {
     /// Show a GGUF file's raw header: metadata, tensor types and sizes.
     Header(header::Args),
+    /// vLLM tensor/pipeline-parallel validity, KV budget and the `vllm serve` line.
+    Tp(tp::Args),
 }
 
 /// Parse `std::env::args`, run, and turn the outcome into an exit code.
@@ -47,6 +50,7 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Header(a) => header::run(a),
+        Command::Tp(a) => tp::run(a),
     }
 }
 
