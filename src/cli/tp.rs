@@ -338,6 +338,29 @@ fn print_plan(p: &Plan, explain: bool) {
         (None, Some(m)) => println!("no TP without KV replication is valid; largest valid TP: {m}"),
         (None, None) => println!("no valid TP could be established"),
     }
+    if explain {
+        let chosen = p
+            .candidates
+            .iter()
+            .find(|c| Some(c.tp) == p.recommended_tp && Some(c.pp) == p.recommended_pp);
+        if let Some(m) = chosen.and_then(|c| c.memory.as_ref()) {
+            println!(
+                "memory per GPU: requested {} = weights {} + activation peak {} (estimate, {} batched tokens) + CUDA graphs/NCCL {} (estimate) + KV pool {}",
+                gib(m.requested_bytes),
+                gib(m.weights_bytes),
+                gib(m.activation_bytes),
+                m.max_num_batched_tokens,
+                gib(m.overhead_bytes),
+                gib(m.kv_pool_bytes)
+            );
+            println!(
+                "KV per token per GPU {} B; recurrent state per request {} B; per request at max-model-len {}",
+                m.kv_bytes_per_token,
+                m.state_bytes_per_seq,
+                m.bytes_per_seq.map_or("?".into(), gib)
+            );
+        }
+    }
     if let Some(s) = &p.serve {
         println!("{s}");
     }

@@ -287,4 +287,63 @@ mod tests {
         assert_eq!(c.vocab_size, Some(151936));
         assert_eq!(c.max_position_embeddings, Some(40960));
     }
+
+    #[test]
+    fn nemotron_h_per_layer_arrays_become_a_pattern() {
+        use std::collections::BTreeMap;
+        let mut m = BTreeMap::new();
+        let a = "nemotron_h_moe";
+        m.insert(format!("{a}.block_count"), MetaValue::Int(4));
+        m.insert(format!("{a}.embedding_length"), MetaValue::Int(2688));
+        m.insert(
+            format!("{a}.attention.head_count"),
+            MetaValue::Ints(vec![0, 0, 32, 0]),
+        );
+        m.insert(
+            format!("{a}.attention.head_count_kv"),
+            MetaValue::Ints(vec![0, 0, 2, 0]),
+        );
+        m.insert(
+            format!("{a}.feed_forward_length"),
+            MetaValue::Ints(vec![0, 1856, 0, 1856]),
+        );
+        m.insert(format!("{a}.expert_count"), MetaValue::Int(128));
+        m.insert(
+            format!("{a}.expert_feed_forward_length"),
+            MetaValue::Int(1856),
+        );
+        m.insert(format!("{a}.ssm.time_step_rank"), MetaValue::Int(64));
+        m.insert(format!("{a}.ssm.inner_size"), MetaValue::Int(4096));
+        m.insert(format!("{a}.ssm.group_count"), MetaValue::Int(8));
+        m.insert(format!("{a}.ssm.state_size"), MetaValue::Int(128));
+        m.insert(format!("{a}.ssm.conv_kernel"), MetaValue::Int(4));
+        let p = ModelProfile {
+            name: "nemotron".into(),
+            provenance: crate::model::Provenance::GgufHeader { files: vec![] },
+            arch: a.into(),
+            alignment: 32,
+            metadata: m,
+            files: vec![],
+            tensors: vec![],
+        };
+        let c = from_model_profile(&p);
+        use crate::vllm::config::{Ffn, Mixer};
+        let layout = c.layout.clone().unwrap();
+        assert_eq!(
+            layout,
+            vec![
+                (Mixer::Mamba, Ffn::None),
+                (Mixer::None, Ffn::Moe),
+                (Mixer::Full, Ffn::None),
+                (Mixer::None, Ffn::Moe)
+            ]
+        );
+        let mamba = c.mamba.unwrap();
+        assert_eq!(
+            (mamba.num_heads, mamba.head_dim, mamba.n_groups),
+            (Some(64), Some(64), Some(8))
+        );
+        assert_eq!(mamba.ssm_dtype_bytes, Some(4));
+        assert_eq!(c.num_key_value_heads, Some(2));
+    }
 }

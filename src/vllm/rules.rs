@@ -740,10 +740,11 @@ pub fn moe_marlin(cfg: &ArchConfig, t: &Target) -> Option<Finding> {
                     t.version
                 )));
             }
-            // MoeWNA16: halve the group size until it divides.
+            // MoeWNA16Method.create_weights: `while I_rank % g or hidden % g:
+            // g //= 2; assert g >= 32`.
             if g > 0 {
                 let mut gg = g as u64;
-                while gg > 0 && ir % gg != 0 {
+                while gg > 0 && (ir % gg != 0 || hidden % gg != 0) {
                     gg /= 2;
                 }
                 if gg < 32 {
@@ -751,7 +752,7 @@ pub fn moe_marlin(cfg: &ArchConfig, t: &Target) -> Option<Finding> {
                         message: format!(
                             "expert intermediate per rank {ir}: Marlin needs a multiple of {gmin}, and MoeWNA16 cannot find a group size ≥ 32 dividing it"
                         ),
-                        error: "AssertionError (moe_wna16.py: assert group_size >= 32)".into(),
+                        error: "AssertionError (moe_wna16.py MoeWNA16Method.create_weights: assert group_size >= 32)".into(),
                     });
                 }
             }

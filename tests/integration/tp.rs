@@ -314,6 +314,47 @@ fn moe_marlin_falls_back_to_wna16_before_0_25() {
 }
 
 #[test]
+fn moe_wna16_group_below_32_fails() {
+    // GLM-4.5-Air experts 1408 / 8 = 176 = 16 · 11: g128 → 64 → 32 → 16 < 32.
+    let c = model("glm_4_5_air");
+    let mut t = target(
+        8,
+        QuantScheme::Awq {
+            bits: 4,
+            group: Some(128),
+        },
+    );
+    t.version = VllmVersion::new(0, 11);
+    let f = rules::moe_marlin(&c, &t).unwrap();
+    assert_eq!(
+        f.verdict,
+        Verdict::Invalid {
+            vllm_error: "AssertionError (moe_wna16.py MoeWNA16Method.create_weights: assert group_size >= 32)".into()
+        }
+    );
+    t.tp = 4; // 352 = 32 · 11: g 32 fits, a slower fallback only
+    assert!(rules::moe_marlin(&c, &t).unwrap().is_warn());
+}
+
+#[test]
+fn expert_parallel_allows_an_uneven_split() {
+    let c = model("gpt_oss_20b"); // 32 experts
+    let mut t = target(3, QuantScheme::Bf16);
+    t.expert_parallel = true;
+    let f = rules::expert_parallel(&c, &t).unwrap();
+    assert!(f.is_warn());
+    assert!(
+        f.message.contains("10 or 11 per rank") && f.message.contains("EPLB"),
+        "{}",
+        f.message
+    );
+    t.tp = 4;
+    assert_eq!(rules::expert_parallel(&c, &t).unwrap().verdict, Verdict::Ok);
+    let dense = model("qwen3_32b");
+    assert!(rules::expert_parallel(&dense, &t).unwrap().is_warn());
+}
+
+#[test]
 fn glm_4_5_air_fp8_marlin_without_native_fp8() {
     let c = json(GLM_AIR_FP8);
     let (q, _) = resolve_quant(None, None, &c);
@@ -895,6 +936,104 @@ fn cli_table_awq_and_exit_codes() {
         ])
         .assert()
         .code(3);
+}
+
+#[test]
+fn cli_compute_capability_decides_fp8_marlin() {
+    let run = |cc: &str, v: &str| {
+        let out = Command::cargo_bin("ggplan")
+            .unwrap()
+            .args([
+                "tp",
+                "tests/fixtures/vllm/glm-4.5-air-fp8.json",
+                "--gpus",
+                "8",
+                "--json",
+            ])
+            .args(["--compute-capability", cc, "--vllm", v])
+            .assert()
+            .success();
+        serde_json::from_slice::<serde_json::Value>(&out.get_output().stdout).unwrap()
+    };
+    let v = run("8.6", "0.23"); // RTX 3090 / A4000: FP8 Marlin, no padding
+    assert_eq!(v["recommended_tp"], 2);
+    assert_eq!(v["fp8_native"], false);
+    assert_eq!(run("8.9", "0.23")["recommended_tp"], 8);
+    assert_eq!(run("8.6", "0.24")["recommended_tp"], 8);
+}
+
+#[test]
+fn cli_reads_a_profile_toml() {
+    use ggplan::model::{MetaValue, ModelProfile, Provenance};
+    let mut metadata = std::collections::BTreeMap::new();
+    for (k, v) in [
+        ("glm4moe.block_count", 47),
+        ("glm4moe.nextn_predict_layers", 1),
+        ("glm4moe.embedding_length", 4096),
+        ("glm4moe.attention.head_count", 96),
+        ("glm4moe.attention.head_count_kv", 8),
+        ("glm4moe.attention.key_length", 128),
+        ("glm4moe.feed_forward_length", 10944),
+        ("glm4moe.expert_feed_forward_length", 1408),
+        ("glm4moe.expert_count", 128),
+        ("glm4moe.expert_used_count", 8),
+        ("glm4moe.expert_shared_count", 1),
+        ("glm4moe.leading_dense_block_count", 1),
+        ("glm4moe.context_length", 131072),
+    ] {
+        metadata.insert(k.to_string(), MetaValue::Int(v));
+    }
+    metadata.insert(
+        "tokenizer.ggml.tokens".into(),
+        MetaValue::Len { len: 151552 },
+    );
+    let p = ModelProfile {
+        name: "GLM-4.5-Air".into(),
+        provenance: Provenance::Synthetic {
+            description: "test".into(),
+            sources: vec!["model-configs.toml [glm_4_5_air]".into()],
+        },
+        arch: "glm4moe".into(),
+        alignment: 32,
+        metadata,
+        files: vec![],
+        tensors: vec![],
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("glm.toml");
+    std::fs::write(&path, toml::to_string(&p).unwrap()).unwrap();
+    let out = Command::cargo_bin("ggplan")
+        .unwrap()
+        .args([
+            "tp",
+            path.to_str().unwrap(),
+            "--gpus",
+            "8",
+            "--quant",
+            "fp8",
+            "--fp8-native=false",
+            "--vllm",
+            "0.11",
+            "--json",
+        ])
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    // the same answer as the config.json route: FP8 Marlin caps TP at 2 (block_count 47 − 1 nextn = 46 layers)
+    assert_eq!(v["recommended_tp"], 2);
+    let c4 = &v["candidates"][3];
+    assert!(c4["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["vllm_error"]
+            == "RuntimeError: size_n = 5472 is not divisible by tile_n_size = 64"));
+    let c2 = &v["candidates"][1];
+    assert!(c2["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["status"] == "ok"));
 }
 
 #[test]
