@@ -296,6 +296,10 @@ fn print_plan(p: &Plan, explain: bool) {
                 s
             })
             .collect();
+        let mut shown = shown;
+        if let Some(e) = c.memory.as_ref().and_then(|m| m.vllm_error.as_ref()) {
+            shown.push(format!("[memory] vLLM: {e}"));
+        }
         let (w, tok, conc) = match (&c.memory, &c.memory_unknown) {
             (Some(m), _) => (
                 if m.fits {

@@ -111,6 +111,12 @@ pub struct MemoryReport {
     pub max_num_batched_tokens: u64,
     /// Whether weights + reserves fit under the requested memory.
     pub fits: bool,
+    /// The longest context one request can have in this pool (vLLM's
+    /// "estimated maximum model length"), up to `max_model_len`.
+    pub max_model_len_fit: Option<u64>,
+    /// What vLLM raises at start-up when the pool is empty or one
+    /// max_model_len request does not fit (`kv_cache_planning.py`, `gpu_worker.py`).
+    pub vllm_error: Option<String>,
 }
 
 /// Bytes per parameter as a fraction (num / den) for a TP-split linear weight.
@@ -339,6 +345,39 @@ pub fn estimate(cfg: &ArchConfig, t: &Target, o: &MemoryOptions) -> Result<Memor
                 .sum::<u64>()
                 + state
         });
+        let seq_bytes = |len: u64| -> u64 {
+            stage
+                .iter()
+                .zip(mixers)
+                .map(|(c, (m, _))| c.kv_per_token * tokens_held(*m, len, batched))
+                .sum::<u64>()
+                + state
+        };
+        // Largest length whose request fits (bytes grow with the length).
+        let max_model_len_fit = max_len.map(|len| {
+            let (mut lo, mut hi) = (0u64, len);
+            while lo < hi {
+                let mid = lo + (hi - lo).div_ceil(2);
+                if seq_bytes(mid) <= pool {
+                    lo = mid;
+                } else {
+                    hi = mid - 1;
+                }
+            }
+            lo
+        });
+        let vllm_error = if non_kv >= requested || pool == 0 {
+            Some("ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the engine.".to_string())
+        } else {
+            match (max_len, per_seq, max_model_len_fit) {
+                (Some(len), Some(need), Some(fit)) if need > pool => Some(format!(
+                    "ValueError: To serve at least one request with the model's max seq len ({len}), ({:.2} GiB KV cache is needed, which is larger than the available KV cache memory ({:.2} GiB). Based on the available memory, the estimated maximum model length is {fit}. Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.",
+                    need as f64 / GIB as f64,
+                    pool as f64 / GIB as f64
+                )),
+                _ => None,
+            }
+        };
         let conc = per_seq.filter(|&b| b > 0).map(|b| pool as f64 / b as f64);
         let tokens = match (conc, max_len) {
             (Some(c), Some(len)) => (c * len as f64) as u64,
@@ -358,6 +397,8 @@ pub fn estimate(cfg: &ArchConfig, t: &Target, o: &MemoryOptions) -> Result<Memor
             max_model_len: max_len,
             max_num_batched_tokens: batched,
             fits: non_kv < requested,
+            max_model_len_fit,
+            vllm_error,
         };
         let worse = match &worst {
             None => true,

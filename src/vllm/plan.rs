@@ -393,11 +393,24 @@ pub fn plan(cfg: &ArchConfig, o: &PlanOptions) -> Plan {
                 "TP {r} does not fit in memory; TP {} × PP {} does{}",
                 b.tp,
                 b.pp,
-                if b.replicates_kv == Some(true) { " (with KV replication)" } else { "" }
+                if b.replicates_kv == Some(true) {
+                    " (with KV replication)"
+                } else {
+                    ""
+                }
             )),
-            (None, _) if max_valid_tp.is_some() => notes.push(
-                "no valid layout fits in GPU memory (weights + reserves, and one max-model-len request)".into(),
-            ),
+            (None, _) if max_valid_tp.is_some() => {
+                notes.push(
+                    "no valid layout fits in GPU memory (weights + reserves, and one max-model-len request)".into(),
+                );
+                // What vLLM would say for the recommended (or largest valid) TP.
+                let tp = recommended_tp.or(max_valid_tp);
+                if let Some(m) = tp.and_then(|t| find(t, 1)).and_then(|c| c.memory.as_ref()) {
+                    if let Some(e) = &m.vllm_error {
+                        notes.push(format!("vLLM at TP {}: {e}", tp.unwrap_or(0)));
+                    }
+                }
+            }
             _ => {}
         }
         chosen = best;

@@ -687,6 +687,34 @@ fn kv_budget_and_concurrency_on_16_gib_gpus() {
     assert!((m2.kv_tokens as i64 - 2 * m.kv_tokens as i64).abs() <= 2);
 }
 
+#[test]
+fn vllm_errors_when_the_pool_is_too_small() {
+    let c = model("qwen3_32b");
+    // TP 1 on 80 GiB: weights ~61 GiB, some KV left but not 40960 tokens × 256 KiB = 10 GiB.
+    let mut m = mem(80);
+    m.max_model_len = Some(40_960);
+    m.gpu_memory_utilization = 0.9;
+    let r = memory::estimate(&c, &target(1, QuantScheme::Bf16), &m).unwrap();
+    let fit = r.max_model_len_fit.unwrap();
+    assert!(fit > 0 && fit < 40_960, "{fit}");
+    // the estimated length is the largest whose KV fits: 16-token blocks of 262144 B/token
+    assert!(fit.div_ceil(16) * 16 * 262_144 <= r.kv_pool_bytes);
+    assert!((fit + 16).div_ceil(16) * 16 * 262_144 > r.kv_pool_bytes);
+    let e = r.vllm_error.unwrap();
+    assert!(e.starts_with("ValueError: To serve at least one request with the model's max seq len (40960), (10.00 GiB KV cache is needed"), "{e}");
+    assert!(
+        e.contains(&format!("the estimated maximum model length is {fit}.")),
+        "{e}"
+    );
+    // TP 1 on 16 GiB: nothing left at all.
+    let r = memory::estimate(&c, &target(1, QuantScheme::Bf16), &mem(16)).unwrap();
+    assert!(!r.fits);
+    assert_eq!(
+        r.vllm_error.as_deref(),
+        Some("ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the engine.")
+    );
+}
+
 // ---------------------------------------------------------------- every model of model-configs.toml
 
 /// Valid TPs (PP 1) on 8 GPUs in BF16 and the recommendation, worked out by
