@@ -450,7 +450,72 @@ fn fp8_block_deepseek_at_tp32_fails_on_576() {
     assert!(tps(&p, Status::Valid).contains(&16));
 }
 
+#[test]
+fn compressed_tensors_schemes_map_to_rules() {
+    // W8A8-FP8 block (compressed_tensors_w8a8_fp8.py → validate_fp8_block_shape)
+    let c = json(
+        r#"{"quantization_config":{"quant_method":"compressed-tensors","config_groups":{"g":{"weights":
+        {"num_bits":8,"type":"float","strategy":"block","block_structure":[128,128]}}}}}"#,
+    );
+    assert_eq!(
+        resolve_quant(None, None, &c).0,
+        QuantScheme::Fp8Block {
+            block_n: 128,
+            block_k: 128
+        }
+    );
+    // W4A16 channel-wise: no group rule
+    let c = json(
+        r#"{"num_attention_heads":8,"num_key_value_heads":8,"head_dim":128,"hidden_size":1024,"intermediate_size":3000,
+        "quantization_config":{"quant_method":"compressed-tensors","config_groups":{"g":{"weights":
+        {"num_bits":4,"type":"int","strategy":"channel","group_size":null}}}}}"#,
+    );
+    let (q, _) = resolve_quant(None, None, &c);
+    assert_eq!(
+        q,
+        QuantScheme::CtWna16 {
+            bits: 4,
+            group: Some(-1)
+        }
+    );
+    assert_eq!(
+        rules::quant_group(&c, &target(8, q)).unwrap().verdict,
+        Verdict::Ok
+    );
+    // --quant overrides the checkpoint and says so
+    let (q, notes) = resolve_quant(Some(QuantChoice::Bf16), None, &c);
+    assert_eq!(q, QuantScheme::Bf16);
+    assert_eq!(notes.len(), 1);
+}
+
 // ---------------------------------------------------------------- §3 vocab, MoE, Mamba, GDN
+
+#[test]
+fn mxfp4_experts_round_up_instead_of_failing() {
+    let c = model("gpt_oss_20b"); // 2880-wide experts
+    let f = rules::moe_intermediate(&c, &target(7, QuantScheme::Mxfp4)).unwrap();
+    assert_eq!(f.verdict, Verdict::Ok);
+    assert!(rules::moe_intermediate(&c, &target(7, QuantScheme::Bf16))
+        .unwrap()
+        .is_invalid());
+}
+
+#[test]
+fn mamba2_state_per_sequence() {
+    // 1 Mamba2 layer + 1 attention layer; fp32 SSM state as Nemotron sets it.
+    let c = json(
+        r#"{"hybrid_override_pattern":"M*","mamba_num_heads":64,"mamba_head_dim":64,"n_groups":8,
+        "ssm_state_size":128,"conv_kernel":4,"mamba_ssm_cache_dtype":"float32",
+        "num_attention_heads":32,"num_key_value_heads":2,"head_dim":128,"hidden_size":2688,"vocab_size":131072}"#,
+    );
+    let r = memory::estimate(&c, &target(2, QuantScheme::Bf16), &mem(80)).unwrap();
+    // conv: (4096 + 2·8·128)/2 × 3 × 2 B; ssm: 64/2 × 64 × 128 × 4 B
+    assert_eq!(
+        r.state_bytes_per_seq,
+        (4096 + 2 * 8 * 128) / 2 * 3 * 2 + 32 * 64 * 128 * 4
+    );
+    assert_eq!(r.kv_bytes_per_token, 2 * 128 * 2); // 2 KV heads / tp 2 = 1
+}
 
 #[test]
 fn vocab_is_padded_to_64_before_the_split() {
