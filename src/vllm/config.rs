@@ -209,9 +209,47 @@ fn get_str<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 fn get_block(obj: &Map<String, Value>, key: &str) -> Option<(u64, u64)> {
     let arr = obj.get(key)?.as_array()?;
     match arr.as_slice() {
-        [n, k] => Some((n.as_u64()?, k.as_u64()?)),
+        [n, k] => Some((n.as_u64()?, k.as_u64()?))
+            .filter(|&(n, k)| n > 0 && k > 0 && n <= 1 << 16 && k <= 1 << 16),
         _ => None,
     }
+}
+
+/// The largest value accepted for a dimension: far above any real model
+/// (2^20 = 1,048,576), low enough that products of a few dims stay in u64.
+const MAX_DIM: u64 = 1 << 20;
+
+/// Per-field limits above [`MAX_DIM`] (lengths and vocabularies are larger).
+fn field_limit(key: &str) -> u64 {
+    match key {
+        "vocab_size" => 1 << 24,
+        "max_position_embeddings" | "sliding_window" | "attention_chunk_size" => 1 << 32,
+        _ => MAX_DIM,
+    }
+}
+
+/// Drop numeric fields beyond their limit (a hostile or broken config must not
+/// overflow the byte maths); each drop is recorded, and the field then reads
+/// as missing.
+fn sanitise(obj: &Map<String, Value>, notes: &mut Vec<String>) -> Map<String, Value> {
+    let mut out = obj.clone();
+    for (k, v) in obj {
+        let bad = match v {
+            Value::Number(n) => match n.as_u64() {
+                Some(x) => x > field_limit(k),
+                None => n.as_f64().is_some_and(|f| f > field_limit(k) as f64),
+            },
+            _ => false,
+        };
+        if bad {
+            notes.push(format!(
+                "{k} = {v} is out of range (> {}): treated as missing",
+                field_limit(k)
+            ));
+            out.remove(k);
+        }
+    }
+    out
 }
 
 fn parse_quant(q: &Map<String, Value>) -> CheckpointQuant {
@@ -325,16 +363,18 @@ impl ArchConfig {
 
     /// Build from a HF-style object (top level of config.json).
     pub fn from_object(top: &Map<String, Value>, name: &str, not_found: Vec<String>) -> ArchConfig {
+        let mut derivations = Vec::new();
+        let top = &sanitise(top, &mut derivations);
         // vLLM reads the text part of multimodal wrappers (`hf_text_config`).
-        let text = top
+        let text_owned = top
             .get("text_config")
             .and_then(Value::as_object)
-            .unwrap_or(top);
+            .map(|t| sanitise(t, &mut derivations));
+        let text = text_owned.as_ref().unwrap_or(top);
         let model_type = get_str(text, "model_type")
             .or_else(|| get_str(top, "model_type"))
             .map(str::to_string);
         let mt = model_type.as_deref().unwrap_or("");
-        let mut derivations = Vec::new();
 
         let name = get_str(top, "_name_or_path")
             .filter(|s| !s.is_empty())
@@ -520,7 +560,8 @@ impl ArchConfig {
         let vision_heads = top
             .get("vision_config")
             .and_then(Value::as_object)
-            .and_then(|v| get_u64(v, "num_attention_heads").or_else(|| get_u64(v, "num_heads")));
+            .and_then(|v| get_u64(v, "num_attention_heads").or_else(|| get_u64(v, "num_heads")))
+            .filter(|&h| h <= MAX_DIM);
 
         let quant = top
             .get("quantization_config")
@@ -777,6 +818,21 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn absurd_sizes_are_dropped_not_overflowed() {
+        let j = r#"{"num_hidden_layers":2,"hidden_size":1e30,"num_attention_heads":18446744073709551615,
+            "num_key_value_heads":8,"intermediate_size":4096,"vocab_size":32000,
+            "quantization_config":{"quant_method":"fp8","weight_block_size":[0,128]}}"#;
+        let c = ArchConfig::from_hf_json(j, "x").unwrap();
+        assert_eq!(c.hidden_size, None);
+        assert_eq!(c.num_attention_heads, None);
+        assert_eq!(c.quant, Some(CheckpointQuant::Fp8 { block: None }));
+        assert!(c
+            .derivations
+            .iter()
+            .any(|d| d.starts_with("hidden_size = ")));
     }
 
     #[test]

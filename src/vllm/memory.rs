@@ -146,7 +146,8 @@ fn linear_cost(q: QuantScheme, expert: bool) -> (u64, u64) {
 }
 
 fn cost(params: u64, c: (u64, u64)) -> u64 {
-    ((params as u128 * c.0 as u128).div_ceil(c.1 as u128)) as u64
+    let b = (params as u128 * c.0 as u128).div_ceil(c.1.max(1) as u128);
+    u64::try_from(b).unwrap_or(u64::MAX)
 }
 
 fn need(v: Option<u64>, f: &str) -> Result<u64, String> {
@@ -180,7 +181,10 @@ fn layer_cost(
             let n_kv = need(cfg.num_key_value_heads, "num_key_value_heads")?;
             let hd = need(cfg.head_dim, "head_dim")?;
             let kvr = (n_kv / tp).max(1);
-            w += cost(hidden * (q / tp) * hd * 2 + hidden * 2 * kvr * hd, lin);
+            w = w.saturating_add(cost(
+                hidden * (q / tp) * hd * 2 + hidden * 2 * kvr * hd,
+                lin,
+            ));
             kv += 2 * kvr * hd * kv_bytes;
         }
         Mixer::Mla => {
@@ -195,10 +199,10 @@ fn layer_cost(
                 Some(ql) => hidden * ql + ql * h * (nope + rope),
                 None => hidden * h * (nope + rope),
             };
-            w += cost(
+            w = w.saturating_add(cost(
                 q_params + hidden * (kvl + rope) + kvl * h * (nope + v) + h * v * hidden,
                 lin,
-            );
+            ));
             kv += (kvl + rope) * kv_bytes;
         }
         Mixer::Gdn => {
@@ -209,11 +213,11 @@ fn layer_cost(
             let vd = need(g.v_head_dim, "linear_value_head_dim")?;
             let ck = need(g.conv_kernel, "linear_conv_kernel_dim")?;
             let conv_dim = 2 * kh * kd + vh * vd;
-            w += cost(
+            w = w.saturating_add(cost(
                 hidden * (2 * kh * kd + 2 * vh * vd + 2 * vh) / tp + vh * vd * hidden / tp,
                 lin,
-            );
-            w += cost(conv_dim * ck / tp, bf16);
+            ));
+            w = w.saturating_add(cost(conv_dim * ck / tp, bf16));
             // gated_delta_net_state_shape: conv (conv_dim/tp × (k−1)) + recurrent (v_heads/tp × v_dim × k_dim), model dtype
             state += (conv_dim / tp * ck.saturating_sub(1) + vh / tp * vd * kd) * 2;
         }
@@ -227,11 +231,11 @@ fn layer_cost(
             let ck = need(m.conv_kernel, "conv_kernel")?;
             let ssm_b = need(m.ssm_dtype_bytes, "mamba_ssm_cache_dtype")?;
             let conv_dim = inner + 2 * g * ss;
-            w += cost(
+            w = w.saturating_add(cost(
                 hidden * (inner + conv_dim + heads) / tp + inner * hidden / tp,
                 lin,
-            );
-            w += cost(conv_dim * ck / tp, bf16);
+            ));
+            w = w.saturating_add(cost(conv_dim * ck / tp, bf16));
             // mamba2_state_shape: conv ((inner + 2·g·state)/tp × (k−1)) + ssm (heads/tp × head_dim × state)
             state += conv_dim / tp * ck.saturating_sub(1) * 2 + heads / tp * hd * ss * ssm_b;
         }
@@ -240,7 +244,7 @@ fn layer_cost(
     match ffn {
         Ffn::Dense => {
             let i = need(cfg.dense_intermediate, cfg.dense_field)?;
-            w += cost(3 * hidden * (i / tp), lin);
+            w = w.saturating_add(cost(3 * hidden * (i / tp), lin));
         }
         Ffn::Moe => {
             let m = cfg.moe.as_ref().ok_or("num_experts")?;
@@ -251,11 +255,11 @@ fn layer_cost(
             } else {
                 e * 3 * hidden * (i / tp)
             };
-            w += cost(experts, linear_cost(t.quant, true));
-            w += cost(hidden * e, bf16); // router, replicated
+            w = w.saturating_add(cost(experts, linear_cost(t.quant, true)));
+            w = w.saturating_add(cost(hidden * e, bf16)); // router, replicated
             if m.has_shared {
                 let s = need(m.shared_intermediate, m.shared_field)?;
-                w += cost(3 * hidden * (s / tp), lin);
+                w = w.saturating_add(cost(3 * hidden * (s / tp), lin));
             }
         }
         Ffn::None => {}
@@ -274,7 +278,7 @@ fn tokens_held(mixer: Mixer, len: u64, batched: u64) -> u64 {
     const BLOCK: u64 = 16;
     match mixer {
         Mixer::Swa { window } => {
-            let toks = (window.saturating_sub(1) + batched).min(len);
+            let toks = window.saturating_sub(1).saturating_add(batched).min(len);
             (toks.div_ceil(BLOCK) + 1) * BLOCK
         }
         _ => round_up(len, BLOCK),
@@ -313,7 +317,9 @@ pub fn estimate(cfg: &ArchConfig, t: &Target, o: &MemoryOptions) -> Result<Memor
         widest = widest.max(m.experts_per_tok.unwrap_or(1) * (3 * ir + hidden));
         widest = widest.max(3 * m.shared_intermediate.unwrap_or(0) / tp);
     }
-    let activation = batched * (4 * hidden + widest) * 2 + o.max_num_seqs * padded_vocab * 4 * 2;
+    let activation = batched
+        .saturating_mul((4 * hidden + widest) * 2)
+        .saturating_add(o.max_num_seqs.saturating_mul(padded_vocab * 8));
     let overhead = o.overhead_bytes.unwrap_or(DEFAULT_OVERHEAD_BYTES);
     let requested = (o.gpu_mem_bytes as f64 * o.gpu_memory_utilization).ceil() as u64;
 
@@ -326,33 +332,28 @@ pub fn estimate(cfg: &ArchConfig, t: &Target, o: &MemoryOptions) -> Result<Memor
         let stage = &costs[start..start + n as usize];
         let mixers = &layout[start..start + n as usize];
         start += n as usize;
-        let mut weights: u64 = stage.iter().map(|c| c.weights).sum();
+        let mut weights = stage.iter().fold(0u64, |a, c| a.saturating_add(c.weights));
         if s == 0 {
-            weights += embed;
+            weights = weights.saturating_add(embed);
         }
         if s + 1 == parts.len() && (!cfg.tie_word_embeddings || parts.len() > 1) {
-            weights += embed; // lm_head
+            weights = weights.saturating_add(embed); // lm_head
         }
-        let kv_per_token: u64 = stage.iter().map(|c| c.kv_per_token).sum();
-        let state: u64 = stage.iter().map(|c| c.state_per_seq).sum();
-        let non_kv = weights + activation + overhead;
+        let kv_per_token = stage
+            .iter()
+            .fold(0u64, |a, c| a.saturating_add(c.kv_per_token));
+        let state = stage
+            .iter()
+            .fold(0u64, |a, c| a.saturating_add(c.state_per_seq));
+        let non_kv = weights.saturating_add(activation).saturating_add(overhead);
         let pool = requested.saturating_sub(non_kv);
-        let per_seq = max_len.map(|len| {
-            stage
-                .iter()
-                .zip(mixers)
-                .map(|(c, (m, _))| c.kv_per_token * tokens_held(*m, len, batched))
-                .sum::<u64>()
-                + state
-        });
+        // Bytes one request of `len` tokens needs on this GPU.
         let seq_bytes = |len: u64| -> u64 {
-            stage
-                .iter()
-                .zip(mixers)
-                .map(|(c, (m, _))| c.kv_per_token * tokens_held(*m, len, batched))
-                .sum::<u64>()
-                + state
+            stage.iter().zip(mixers).fold(state, |acc, (c, (m, _))| {
+                acc.saturating_add(c.kv_per_token.saturating_mul(tokens_held(*m, len, batched)))
+            })
         };
+        let per_seq = max_len.map(seq_bytes);
         // Largest length whose request fits (bytes grow with the length).
         let max_model_len_fit = max_len.map(|len| {
             let (mut lo, mut hi) = (0u64, len);

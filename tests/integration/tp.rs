@@ -1162,3 +1162,49 @@ fn cli_reads_a_gguf_header() {
     // head_dim is derived the way vLLM derives it (4096 / 32) and said so
     assert!(v["derivations"][0].as_str().unwrap().contains("= 128"));
 }
+
+// ---------------------------------------------------------------- robustness
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+    /// Any config (zeros, huge values, odd shapes) gives a plan, never a panic,
+    /// and a valid candidate never carries an unknown or invalid finding.
+    #[test]
+    fn any_config_plans_without_panicking(
+        dims in proptest::collection::vec(0u64..(1 << 21), 14),
+        layers in 0u64..200,
+        big in proptest::bool::ANY,
+        gpus in 1u32..12,
+        q in 0usize..5,
+    ) {
+        let scale = if big { 1u64 << 20 } else { 1 };
+        let d = |i: usize| dims[i].saturating_mul(scale);
+        let j = format!(
+            r#"{{"num_hidden_layers":{layers},"hidden_size":{},"num_attention_heads":{},"num_key_value_heads":{},
+            "head_dim":{},"intermediate_size":{},"vocab_size":{},"moe_intermediate_size":{},"num_experts":{},
+            "num_experts_per_tok":{},"shared_expert_intermediate_size":{},{}"qk_rope_head_dim":{},
+            "qk_nope_head_dim":{},"v_head_dim":{},"max_position_embeddings":4096,"sliding_window":{},"first_k_dense_replace":1}}"#,
+            d(0), d(1), d(2), d(3), d(4), d(5), d(6), d(7) % 300, d(8) % 16, d(9),
+            if dims[10] % 2 == 0 { format!(r#""kv_lora_rank":{},"#, d(10)) } else { String::new() },
+            d(11), d(12), d(13), d(0) % 5000,
+        );
+        let c = ArchConfig::from_hf_json(&j, "prop").unwrap();
+        let quant = [
+            QuantScheme::Bf16,
+            QuantScheme::Fp8Block { block_n: 128, block_k: 128 },
+            QuantScheme::Awq { bits: 4, group: Some(128) },
+            QuantScheme::CtWna16 { bits: 8, group: Some(-1) },
+            QuantScheme::Mxfp4,
+        ][q];
+        let mut o = opts(gpus, quant);
+        o.gpus.mem_bytes = Some(24 * GIB);
+        o.fp8_native = Some(false);
+        o.version = VllmVersion::new(0, 11);
+        let p = plan(&c, &o);
+        for cand in &p.candidates {
+            if cand.status == Status::Valid {
+                proptest::prop_assert!(cand.reasons.iter().all(|f| !f.is_unknown() && !f.is_invalid()));
+            }
+        }
+    }
+}
