@@ -315,8 +315,13 @@ fn print_plan(p: &Plan, explain: bool) {
             }
             _ => ("".into(), "".into(), "".into()),
         };
+        let chosen = Some(c.tp) == p.recommended_tp && Some(c.pp) == p.recommended_pp;
         t.add_row([
-            c.tp.to_string(),
+            if chosen {
+                format!("{} *", c.tp)
+            } else {
+                c.tp.to_string()
+            },
             c.pp.to_string(),
             valid.to_string(),
             yes_no(c.replicates_kv).to_string(),
@@ -335,9 +340,11 @@ fn print_plan(p: &Plan, explain: bool) {
     }
     match (p.recommended_tp, p.max_valid_tp) {
         (Some(r), _) => println!(
-            "recommended: TP {r}{}",
-            p.recommended_pp
-                .map_or(String::new(), |pp| format!(" × PP {pp}"))
+            "recommended (*): TP {r}{}",
+            p.recommended_pp.map_or_else(
+                || " (no layout fits in GPU memory)".to_string(),
+                |pp| format!(" × PP {pp}")
+            )
         ),
         (None, Some(m)) => println!("no TP without KV replication is valid; largest valid TP: {m}"),
         (None, None) => println!("no valid TP could be established"),

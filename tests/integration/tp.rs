@@ -981,7 +981,7 @@ fn cli_table_awq_and_exit_codes() {
         .success();
     let s = String::from_utf8(out.get_output().stdout.clone()).unwrap();
     assert!(s.contains("[FAIL] QuantGroup"), "{s}");
-    assert!(s.contains("recommended: TP 2 × PP 1"), "{s}");
+    assert!(s.contains("recommended (*): TP 2 × PP 1"), "{s}");
     assert!(
         s.contains("vllm serve LGAI-EXAONE/EXAONE-3.5-32B-Instruct-AWQ --tensor-parallel-size 2 --pipeline-parallel-size 1 --max-model-len 8192 --max-num-seqs "),
         "{s}"
