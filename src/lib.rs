@@ -30,5 +30,6 @@ pub mod hardware;
 pub mod model;
 pub mod solver;
 pub mod units;
+pub mod vllm;
 
 pub use units::Bytes;

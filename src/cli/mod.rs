@@ -14,6 +14,7 @@ pub mod exit;
 pub mod header;
 pub mod hw;
 pub mod table;
+pub mod tp;
 
 /// Plan where an LLM's tensors live before you deploy it.
 #[derive(Debug, Parser)]
@@ -31,6 +32,8 @@ pub enum Command {
     Hw(hw::Args),
     /// Write a hardware file for this machine (NVIDIA GPUs through NVML, RAM and cores from the OS).
     Detect(detect::Args),
+    /// vLLM tensor/pipeline-parallel validity, KV budget and the `vllm serve` line.
+    Tp(tp::Args),
 }
 
 /// Parse `std::env::args`, run, and turn the outcome into an exit code.
@@ -55,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Header(a) => header::run(a),
         Command::Hw(a) => hw::run(a),
         Command::Detect(a) => detect::run(a),
+        Command::Tp(a) => tp::run(a),
     }
 }
 

@@ -1,2 +1,3 @@
 mod hardware;
 mod smoke;
+mod tp;
