@@ -275,10 +275,350 @@ def build_qwen3(hp: HP, arch: str) -> tuple[Table, dict]:
     return t, common_kv(arch, hp)
 
 
+
+def moe_ffn(t: Table, i: int, E: int, F: int, X: int, *, gate: bool = True) -> None:
+    """Routed experts as the converter writes them: separate gate/up/down 3-D tensors
+    (create_tensor_gate_up_exps falls back to them when ffn_gate_up_exps is absent)."""
+    if gate:
+        t.blk(i, "ffn_gate_exps", [E, F, X])
+    t.blk(i, "ffn_down_exps", [F, E, X])
+    t.blk(i, "ffn_up_exps", [E, F, X])
+
+
+def shexp_ffn(t: Table, i: int, E: int, F: int, *, gate: bool = True) -> None:
+    if gate:
+        t.blk(i, "ffn_gate_shexp", [E, F])
+    t.blk(i, "ffn_down_shexp", [F, E])
+    t.blk(i, "ffn_up_shexp", [E, F])
+
+
+def dense_ffn(t: Table, i: int, E: int, F: int) -> None:
+    t.blk(i, "ffn_gate", [E, F])
+    t.blk(i, "ffn_down", [F, E])
+    t.blk(i, "ffn_up", [E, F])
+
+
+def nextn_tensors(t: Table, i: int, E: int, V: int, hp: HP) -> None:
+    """NextN/MTP block extras (LLM_TENSOR_NEXTN_*). embed_tokens / shared_head_head are optional
+    in llama.cpp and absent from GLM/DeepSeek/Qwen3-Next checkpoints (shared with the trunk);
+    `nextn_full_head = true` adds them."""
+    t.blk(i, "nextn.eh_proj", [2 * E, E])
+    t.blk(i, "nextn.enorm", [E])
+    t.blk(i, "nextn.hnorm", [E])
+    t.blk(i, "nextn.shared_head_norm", [E])
+    if hp.get("nextn_full_head", False):
+        t.blk(i, "nextn.embed_tokens", [E, V])
+        t.blk(i, "nextn.shared_head_head", [E, V])
+
+
+def build_deepseek2(hp: HP, arch: str) -> tuple[Table, dict]:
+    # src/models/deepseek2.cpp load_arch_tensors (MLA with the split attn_k_b/attn_v_b of
+    # current converters: conversion/deepseek.py DeepseekV2Model.modify_tensors)
+    E, V, H = hp.n_embd, hp.n_vocab, hp.n_head
+    nope, rope, dv = hp.qk_nope_head_dim, hp.qk_rope_head_dim, hp.v_head_dim
+    kv_lora, q_lora = hp.kv_lora_rank, hp.get("q_lora_rank", 0)
+    dk_mla = nope + rope
+    n_main = hp.n_layer - hp.get("n_nextn", 0)
+    t = Table()
+    t.add("token_embd.weight", [E, V])
+    for i in range(hp.n_layer):
+        t.blk(i, "attn_norm", [E])
+        if q_lora:
+            t.blk(i, "attn_q_a_norm", [q_lora])
+        t.blk(i, "attn_kv_a_norm", [kv_lora])
+        if q_lora:
+            t.blk(i, "attn_q_a", [E, q_lora])
+            t.blk(i, "attn_q_b", [q_lora, H * dk_mla])
+        else:
+            t.blk(i, "attn_q", [E, H * dk_mla])
+        t.blk(i, "attn_kv_a_mqa", [E, kv_lora + rope])
+        t.blk(i, "attn_k_b", [nope, kv_lora, H])
+        t.blk(i, "attn_v_b", [kv_lora, dv, H])
+        t.blk(i, "attn_output", [H * dv, E])
+        t.blk(i, "ffn_norm", [E])
+        if i < hp.n_layer_dense_lead:
+            dense_ffn(t, i, E, hp.n_ff)
+        else:
+            t.blk(i, "ffn_gate_inp", [E, hp.n_expert])
+            if hp.get("exp_probs_b", True):
+                t.blk(i, "exp_probs_b", [hp.n_expert], "bias")
+            moe_ffn(t, i, E, hp.n_ff_exp, hp.n_expert)
+            shexp_ffn(t, i, E, hp.n_ff_exp * hp.n_expert_shared)
+        if i >= n_main:
+            nextn_tensors(t, i, E, V, hp)
+    out_tensors(t, hp)
+    kv = common_kv(arch, hp)
+    # conversion/deepseek.py: MLA is written as MQA with 576-wide keys (kv_lora + rope)
+    kv[f"{arch}.attention.head_count_kv"] = ("u32", 1)
+    kv[f"{arch}.attention.key_length"] = ("u32", kv_lora + rope)
+    kv[f"{arch}.attention.value_length"] = ("u32", kv_lora)
+    kv[f"{arch}.attention.key_length_mla"] = ("u32", dk_mla)
+    kv[f"{arch}.attention.value_length_mla"] = ("u32", dv)
+    kv[f"{arch}.attention.kv_lora_rank"] = ("u32", kv_lora)
+    if q_lora:
+        kv[f"{arch}.attention.q_lora_rank"] = ("u32", q_lora)
+    kv[f"{arch}.rope.dimension_count"] = ("u32", rope)
+    kv.setdefault(f"{arch}.expert_shared_count", ("u32", hp.n_expert_shared))
+    return t, kv
+
+
+def build_glm4moe(hp: HP, arch: str) -> tuple[Table, dict]:
+    # src/models/glm4-moe.cpp load_arch_tensors (q/k/v biases as GLM-4.5 checkpoints have)
+    E, V, dk = hp.n_embd, hp.n_vocab, hp.head_dim
+    n_main = hp.n_layer - hp.get("n_nextn", 0)
+    t = Table()
+    t.add("token_embd.weight", [E, V])
+    for i in range(hp.n_layer):
+        t.blk(i, "attn_norm", [E])
+        qkv(t, i, E, dk * hp.n_head, dk * hp.n_head_kv, dk * hp.n_head_kv, bias=hp.get("qkv_bias", True))
+        t.blk(i, "attn_output", [dk * hp.n_head, E])
+        if hp.get("qk_norm", False):
+            t.blk(i, "attn_q_norm", [dk])
+            t.blk(i, "attn_k_norm", [dk])
+        t.blk(i, "post_attention_norm", [E])
+        if i >= hp.n_layer_dense_lead:
+            t.blk(i, "ffn_gate_inp", [E, hp.n_expert])
+            t.blk(i, "exp_probs_b", [hp.n_expert], "bias")
+            moe_ffn(t, i, E, hp.n_ff_exp, hp.n_expert)
+            if hp.get("n_expert_shared", 0) > 0:
+                shexp_ffn(t, i, E, hp.n_ff_exp * hp.n_expert_shared)
+        else:
+            dense_ffn(t, i, E, hp.n_ff)
+        if i >= n_main:
+            nextn_tensors(t, i, E, V, hp)
+    out_tensors(t, hp)
+    return t, common_kv(arch, hp)
+
+
+def build_gpt_oss(hp: HP, arch: str) -> tuple[Table, dict]:
+    # src/models/openai-moe.cpp load_arch_tensors: sinks, o/router/expert biases, q/k/v biases;
+    # output.weight is required (no tying).
+    E, V, H, Hkv, d = hp.n_embd, hp.n_vocab, hp.n_head, hp.n_head_kv, hp.head_dim
+    F, X = hp.n_ff_exp, hp.n_expert
+    t = Table()
+    t.add("token_embd.weight", [E, V])
+    for i in range(hp.n_layer):
+        t.blk(i, "attn_norm", [E])
+        t.blk(i, "post_attention_norm", [E])
+        qkv(t, i, E, H * d, Hkv * d, Hkv * d, bias=True)
+        t.blk(i, "attn_output", [H * d, E])
+        t.blk(i, "attn_output", [E], "bias")
+        t.blk(i, "attn_sinks", [H])
+        t.blk(i, "ffn_gate_inp", [E, X])
+        t.blk(i, "ffn_gate_inp", [X], "bias")
+        moe_ffn(t, i, E, F, X)
+        t.blk(i, "ffn_gate_exps", [F, X], "bias")
+        t.blk(i, "ffn_down_exps", [E, X], "bias")
+        t.blk(i, "ffn_up_exps", [F, X], "bias")
+    out_tensors(t, hp, allow_tied=False)
+    kv = common_kv(arch, hp)
+    kv[f"{arch}.rope.dimension_count"] = ("u32", d)
+    return t, kv
+
+
+def build_gemma3(hp: HP, arch: str) -> tuple[Table, dict]:
+    # src/models/gemma3.cpp load_arch_tensors (tied output unless output.weight exists)
+    E, V, d = hp.n_embd, hp.n_vocab, hp.head_dim
+    t = Table()
+    t.add("token_embd.weight", [E, V])
+    for i in range(hp.n_layer):
+        t.blk(i, "attn_norm", [E])
+        qkv(t, i, E, d * hp.n_head, d * hp.n_head_kv, d * hp.n_head_kv)
+        t.blk(i, "attn_output", [d * hp.n_head, E])
+        t.blk(i, "post_attention_norm", [E])
+        t.blk(i, "attn_k_norm", [d])
+        t.blk(i, "attn_q_norm", [d])
+        t.blk(i, "ffn_norm", [E])
+        t.blk(i, "ffn_gate", [E, hp.n_ff])
+        t.blk(i, "ffn_up", [E, hp.n_ff])
+        t.blk(i, "ffn_down", [hp.n_ff, E])
+        t.blk(i, "post_ffw_norm", [E])
+    out_tensors(t, hp)
+    return t, common_kv(arch, hp)
+
+
+def build_qwen3next(hp: HP, arch: str) -> tuple[Table, dict]:
+    # src/models/qwen3next.cpp load_arch_tensors; GDN projections split into attn_qkv + attn_gate
+    # as conversion/qwen.py Qwen3NextModel.modify_tensors writes them (ssm_in is legacy).
+    E, V, H, Hkv, d = hp.n_embd, hp.n_vocab, hp.n_head, hp.n_head_kv, hp.head_dim
+    d_state, n_k, n_v = hp.ssm_d_state, hp.ssm_n_group, hp.ssm_dt_rank
+    key_dim, value_dim = d_state * n_k, d_state * n_v
+    conv_dim = 2 * key_dim + value_dim
+    n_main = hp.n_layer - hp.get("n_nextn", 0)
+    interval = hp.get("full_attention_interval", 4)
+    F, X = hp.n_ff_exp, hp.n_expert
+    Fs = hp.get("n_ff_shexp") or hp.n_ff
+    t = Table()
+    t.add("token_embd.weight", [E, V])
+    for i in range(hp.n_layer):
+        recurrent = i < n_main and (i + 1) % interval != 0
+        t.blk(i, "attn_norm", [E])
+        t.blk(i, "post_attention_norm", [E])
+        if not recurrent:
+            qkv(t, i, E, d * H * 2, d * Hkv, d * Hkv)  # Q carries the output gate: 2x wide
+            t.blk(i, "attn_output", [d * H, E])
+            t.blk(i, "attn_q_norm", [d])
+            t.blk(i, "attn_k_norm", [d])
+        else:
+            t.blk(i, "attn_qkv", [E, conv_dim])
+            t.blk(i, "attn_gate", [E, value_dim])
+            t.blk(i, "ssm_conv1d", [hp.ssm_d_conv, conv_dim])
+            t.blk(i, "ssm_dt", [n_v], "bias")
+            t.add(f"blk.{i}.ssm_a", [n_v])  # LLM_TENSOR_SSM_A_NOSCAN: no suffix
+            t.blk(i, "ssm_ba", [E, 2 * n_v])
+            t.blk(i, "ssm_norm", [d_state])
+            t.blk(i, "ssm_out", [value_dim, E])
+        t.blk(i, "ffn_gate_inp", [E, X])
+        t.blk(i, "ffn_down_exps", [F, E, X])
+        t.blk(i, "ffn_gate_exps", [E, F, X])
+        t.blk(i, "ffn_up_exps", [E, F, X])
+        t.blk(i, "ffn_gate_inp_shexp", [E])
+        t.blk(i, "ffn_gate_shexp", [E, Fs])
+        t.blk(i, "ffn_up_shexp", [E, Fs])
+        t.blk(i, "ffn_down_shexp", [Fs, E])
+        if i >= n_main:
+            nextn_tensors(t, i, E, V, hp)
+    out_tensors(t, hp)
+    kv = common_kv(arch, hp)
+    kv[f"{arch}.full_attention_interval"] = ("u32", interval)
+    return t, kv
+
+
+def nemotron_layers(hp: HP) -> str:
+    pat = hp.hybrid_pattern
+    if len(pat) != hp.n_layer - hp.get("n_nextn", 0):
+        raise SystemExit(f"hybrid_pattern has {len(pat)} entries, expected n_layer - n_nextn")
+    return pat
+
+
+def build_nemotron_h_moe(hp: HP, arch: str) -> tuple[Table, dict]:
+    # src/models/nemotron-h.cpp load_arch_tensors (shared by nemotron_h and nemotron_h_moe).
+    # hybrid_pattern: M = Mamba2, * = attention, E = MoE FFN (as in hybrid_override_pattern).
+    E, V, d = hp.n_embd, hp.n_vocab, hp.head_dim
+    pat = nemotron_layers(hp)
+    n_main = len(pat)
+    d_conv, d_inner, d_state = hp.ssm_d_conv, hp.ssm_d_inner, hp.ssm_d_state
+    n_ssm_head, n_group = hp.ssm_dt_rank, hp.ssm_n_group
+    d_in_proj = 2 * d_inner + 2 * n_group * d_state + n_ssm_head
+    F, X, Fs = hp.n_ff_exp, hp.n_expert, hp.n_ff_shexp
+    H, Hkv = hp.n_head, hp.n_head_kv
+    t = Table()
+    t.add("token_embd.weight", [E, V])
+    for i, c in enumerate(pat):
+        t.blk(i, "attn_norm", [E])
+        if c == "M":
+            t.blk(i, "ssm_in", [E, d_in_proj])
+            t.blk(i, "ssm_conv1d", [d_conv, d_inner + 2 * n_group * d_state])
+            t.blk(i, "ssm_conv1d", [d_inner + 2 * n_group * d_state], "bias")
+            t.blk(i, "ssm_dt", [n_ssm_head], "bias")
+            t.add(f"blk.{i}.ssm_a", [1, n_ssm_head])  # no .weight suffix
+            t.add(f"blk.{i}.ssm_d", [1, n_ssm_head])
+            t.blk(i, "ssm_norm", [d_inner // n_group, n_group])
+            t.blk(i, "ssm_out", [d_inner, E])
+        elif c == "*":
+            qkv(t, i, E, d * H, d * Hkv, d * Hkv)
+            t.blk(i, "attn_output", [d * H, E])
+        elif c == "E":
+            t.blk(i, "ffn_gate_inp", [E, X])
+            t.blk(i, "exp_probs_b", [X], "bias")
+            moe_ffn(t, i, E, F, X, gate=False)  # relu^2 experts: up/down only
+            shexp_ffn(t, i, E, Fs, gate=False)
+        else:
+            raise SystemExit(f"hybrid_pattern: unknown layer type {c!r}")
+    for i in range(n_main, hp.n_layer):
+        # MTP block: attention sub-layer + MoE sub-layer + nextn fusion tensors
+        t.blk(i, "nextn.enorm", [E])
+        t.blk(i, "nextn.hnorm", [E])
+        t.blk(i, "nextn.eh_proj", [2 * E, E])
+        t.blk(i, "nextn.shared_head_norm", [E])
+        t.blk(i, "attn_norm", [E])
+        qkv(t, i, E, d * H, d * Hkv, d * Hkv)
+        t.blk(i, "attn_output", [d * H, E])
+        t.blk(i, "post_attention_norm", [E])
+        t.blk(i, "ffn_gate_inp", [E, X])
+        t.blk(i, "exp_probs_b", [X], "bias")
+        moe_ffn(t, i, E, F, X, gate=False)
+        shexp_ffn(t, i, E, Fs, gate=False)
+    out_tensors(t, hp)
+    kv = common_kv(arch, hp)
+    # per-layer arrays as conversion/nemotron.py writes them: head_count_kv > 0 only on
+    # attention layers (and the MTP block), feed_forward_length > 0 only on MoE layers (and MTP)
+    full = pat + "X" * (hp.n_layer - n_main)
+    kv[f"{arch}.attention.head_count_kv"] = ("arr_i32", [Hkv if c in "*X" else 0 for c in full])
+    kv[f"{arch}.feed_forward_length"] = ("arr_i32", [F if c in "EX" else 0 for c in full])
+    kv[f"{arch}.attention.layer_norm_epsilon"] = ("f32", hp.get("norm_eps", 1e-5))  # required
+    return t, kv
+
+
+def build_lfm2(hp: HP, arch: str) -> tuple[Table, dict]:
+    # src/models/lfm2.cpp load_arch_tensors: conv layers where head_count_kv[il] == 0;
+    # output norm is named token_embd_norm (LLM_TENSOR_OUTPUT_NORM_LFM2); tied output.
+    E, V = hp.n_embd, hp.n_vocab
+    kvh = hp.n_head_kv
+    if not isinstance(kvh, list) or len(kvh) != hp.n_layer:
+        raise SystemExit("lfm2 needs n_head_kv as a per-layer list (0 = short-conv layer)")
+    d = E // hp.n_head
+    t = Table()
+    t.add("token_embd.weight", [E, V])
+    for i in range(hp.n_layer):
+        t.blk(i, "ffn_norm", [E])
+        dense_ffn(t, i, E, hp.n_ff)
+        t.blk(i, "attn_norm", [E])
+        if kvh[i] > 0:
+            t.blk(i, "attn_q_norm", [d])
+            t.blk(i, "attn_k_norm", [d])
+            qkv(t, i, E, E, d * kvh[i], d * kvh[i])
+            t.blk(i, "attn_output", [E, E])
+        else:
+            t.blk(i, "shortconv.conv", [hp.shortconv_l_cache, E])
+            t.blk(i, "shortconv.in_proj", [E, 3 * E])
+            t.blk(i, "shortconv.out_proj", [E, E])
+    t.add("token_embd_norm.weight", [E])
+    if not hp.get("tied_output", True):
+        t.add("output.weight", [E, V])
+    kv = common_kv(arch, hp)
+    kv[f"{arch}.shortconv.l_cache"] = ("u32", hp.shortconv_l_cache)
+    return t, kv
+
+
+def build_mamba2(hp: HP, arch: str) -> tuple[Table, dict]:
+    # src/models/mamba2.cpp load_arch_tensors
+    E, V = hp.n_embd, hp.n_vocab
+    d_conv, d_inner, d_state = hp.ssm_d_conv, hp.ssm_d_inner, hp.ssm_d_state
+    n_group, dt_rank = hp.ssm_n_group, hp.ssm_dt_rank
+    conv_dim = d_inner + 2 * n_group * d_state
+    t = Table()
+    t.add("token_embd.weight", [E, V])
+    for i in range(hp.n_layer):
+        t.blk(i, "attn_norm", [E])
+        t.blk(i, "ssm_in", [E, d_inner + conv_dim + dt_rank])
+        t.blk(i, "ssm_conv1d", [d_conv, conv_dim])
+        t.blk(i, "ssm_conv1d", [conv_dim], "bias")
+        t.blk(i, "ssm_dt", [dt_rank], "bias")
+        t.add(f"blk.{i}.ssm_a", [1, dt_rank])
+        t.add(f"blk.{i}.ssm_d", [1, dt_rank])
+        t.blk(i, "ssm_norm", [d_inner // n_group, n_group])
+        t.blk(i, "ssm_out", [d_inner, E])
+    out_tensors(t, hp)
+    kv = common_kv(arch, hp)
+    # conversion/mamba.py Mamba2Model: head_count 0 and feed_forward_length 0 ("seemingly required")
+    kv[f"{arch}.attention.head_count"] = ("u32", 0)
+    kv[f"{arch}.feed_forward_length"] = ("u32", 0)
+    return t, kv
+
+
 ARCHS = {
     "llama": build_llama,
     "qwen3": build_qwen3,
     "qwen3moe": build_qwen3,
+    "deepseek2": build_deepseek2,
+    "glm4moe": build_glm4moe,
+    "gpt-oss": build_gpt_oss,
+    "gemma3": build_gemma3,
+    "qwen3next": build_qwen3next,
+    "nemotron_h_moe": build_nemotron_h_moe,
+    "lfm2": build_lfm2,
+    "mamba2": build_mamba2,
 }
 
 
