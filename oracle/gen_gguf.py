@@ -866,6 +866,10 @@ def build(spec: dict) -> Built:
     hp = HP(spec["hparams"])
     table, kv = ARCHS[arch](hp, arch)
     raw_kv(kv, arch, spec.get("gguf_kv", {}))
+    # File order = llama-quantize's output order: it walks llama_model_loader::weights_map, a
+    # std::map ordered by weight_name_comparer (src/llama-model-loader.h): non-block tensors
+    # first (layer -1), then blocks in numeric order, names compared with strcmp inside each.
+    table.tensors.sort(key=lambda t: (-1 if t.layer is None else t.layer, t.name.encode()))
     assign_types(arch, hp, spec["quant"], table.tensors)
     names = [t.name for t in table.tensors]
     dup = {n for n in names if names.count(n) > 1}
