@@ -42,9 +42,14 @@ pub struct Args {
     /// The table to use from a file of several model configs.
     #[arg(long)]
     pub entry: Option<String>,
-    /// Number of GPUs (TP 1..N and every TP × PP = N are checked).
-    #[arg(long)]
-    pub gpus: u32,
+    /// Number of GPUs (TP 1..N and every TP × PP = N are checked). With
+    /// `--hw`, the first N CUDA/ROCm devices of the file (default: all).
+    #[arg(long, required_unless_present = "hw")]
+    pub gpus: Option<u32>,
+    /// A hardware file or preset name: GPU count, memory and compute
+    /// capability come from its CUDA/ROCm devices.
+    #[arg(long, value_name = "FILE|PRESET")]
+    pub hw: Option<String>,
     /// Memory of one GPU in GiB (enables the KV budget).
     #[arg(long)]
     pub gpu_mem_gib: Option<f64>,
@@ -171,10 +176,64 @@ fn gib_to_bytes(flag: &str, g: f64) -> anyhow::Result<u64> {
     Ok((g * GIB as f64) as u64)
 }
 
+/// The GPUs vLLM would use from a hardware file: its CUDA/ROCm devices in
+/// order (the first `limit` of them), the smallest total memory among them
+/// (vLLM sizes every rank alike: `gpu_memory_utilization × total`), and the
+/// lowest compute capability (FP8 is native only if every rank has it).
+fn gpus_from_hardware(
+    arg: &str,
+    limit: Option<u32>,
+    utilization: f64,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<GpuSpec> {
+    use crate::hardware::{load_file_or_preset, DeviceKind};
+    let (hw, label) = load_file_or_preset(arg)?;
+    let mut gpus: Vec<_> = hw
+        .devices
+        .iter()
+        .filter(|d| matches!(d.kind, DeviceKind::Cuda | DeviceKind::Rocm))
+        .collect();
+    if gpus.is_empty() {
+        bail!("--hw {label}: no CUDA or ROCm device to run vLLM on");
+    }
+    if let Some(n) = limit {
+        if n as usize > gpus.len() {
+            bail!(
+                "--gpus {n}: {label} has only {} CUDA/ROCm devices",
+                gpus.len()
+            );
+        }
+        gpus.truncate(n as usize);
+    }
+    let mem_mib = gpus.iter().map(|d| d.memory_mib).min().unwrap_or(0);
+    for d in &gpus {
+        // vLLM refuses to start when less than utilization × total is free.
+        let free = d.memory_mib.saturating_sub(d.reserved_mib) as f64;
+        if free < utilization * d.memory_mib as f64 {
+            notes.push(format!(
+                "{}: {} MiB reserved leaves {:.0} MiB free, less than --gpu-memory-utilization {} × {} MiB; vLLM would refuse to start",
+                d.name, d.reserved_mib, free, utilization, d.memory_mib
+            ));
+        }
+    }
+    let cc = gpus
+        .iter()
+        .map(|d| d.compute_capability())
+        .collect::<Option<Vec<_>>>();
+    notes.push(format!("{} GPUs from {label}", gpus.len()));
+    Ok(GpuSpec {
+        count: gpus.len() as u32,
+        mem_bytes: Some(mem_mib * crate::units::MIB),
+        compute_capability: cc.and_then(|v| v.into_iter().min()),
+    })
+}
+
 /// Turn the flags into plan options (the seam a hardware file will fill instead).
 pub fn options(args: &Args, cfg: &ArchConfig) -> anyhow::Result<(PlanOptions, Vec<String>)> {
-    if args.gpus == 0 || args.gpus > 1024 {
-        bail!("--gpus {}: expected 1 to 1024", args.gpus);
+    if let Some(n) = args.gpus {
+        if n == 0 || n > 1024 {
+            bail!("--gpus {n}: expected 1 to 1024");
+        }
     }
     let u = args.gpu_memory_utilization;
     if !(u > 0.0 && u <= 1.0) {
@@ -184,17 +243,21 @@ pub fn options(args: &Args, cfg: &ArchConfig) -> anyhow::Result<(PlanOptions, Ve
         bail!("--max-model-len 0: expected a positive token count");
     }
     let version: VllmVersion = args.vllm_version.parse()?;
+    let mut hw_notes = Vec::new();
+    let from_hw = match &args.hw {
+        Some(arg) => Some(gpus_from_hardware(arg, args.gpus, u, &mut hw_notes)?),
+        None => None,
+    };
     let gpus = GpuSpec {
-        count: args.gpus,
-        mem_bytes: args
-            .gpu_mem_gib
-            .map(|g| gib_to_bytes("--gpu-mem-gib", g))
-            .transpose()?,
-        compute_capability: args
-            .compute_capability
-            .as_deref()
-            .map(parse_cc)
-            .transpose()?,
+        count: from_hw.map_or(args.gpus.unwrap_or(1), |g| g.count),
+        mem_bytes: match args.gpu_mem_gib {
+            Some(g) => Some(gib_to_bytes("--gpu-mem-gib", g)?),
+            None => from_hw.and_then(|g| g.mem_bytes),
+        },
+        compute_capability: match args.compute_capability.as_deref() {
+            Some(cc) => Some(parse_cc(cc)?),
+            None => from_hw.and_then(|g| g.compute_capability),
+        },
     };
     let quant = args.quant.map(|q| match q {
         QuantArg::Bf16 => QuantChoice::Bf16,
@@ -205,7 +268,8 @@ pub fn options(args: &Args, cfg: &ArchConfig) -> anyhow::Result<(PlanOptions, Ve
         QuantArg::CompressedTensors => QuantChoice::CompressedTensors,
         QuantArg::Mxfp4 => QuantChoice::Mxfp4,
     });
-    let (quant, notes) = resolve_quant(quant, args.group_size, cfg);
+    let (quant, mut notes) = resolve_quant(quant, args.group_size, cfg);
+    notes.extend(hw_notes);
     Ok((
         PlanOptions {
             gpus,

@@ -1208,3 +1208,53 @@ proptest::proptest! {
         }
     }
 }
+
+/// `--hw` takes the GPU count, memory and compute capability from a hardware
+/// preset: 8× A4000 (SM 8.6, no native FP8) → TP 8 for Qwen3-32B; the
+/// 4090 + 5070 Ti box has two CUDA devices, so TP is capped at 2.
+#[test]
+fn tp_takes_gpus_from_a_hardware_preset() {
+    let run = |hw: &str, code: i32| -> serde_json::Value {
+        let out = Command::cargo_bin("ggplan")
+            .unwrap()
+            .args([
+                "tp",
+                "tests/fixtures/vllm/model-configs.toml",
+                "--entry",
+                "qwen3_32b",
+            ])
+            .args(["--hw", hw, "--max-model-len", "32768", "--json"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let a4000 = run("8x-rtx-a4000-epyc-7532", 0);
+    assert_eq!(a4000["gpus"], 8);
+    assert_eq!(a4000["recommended_tp"], 8);
+    assert_eq!(a4000["fp8_native"], false);
+    // 64 GB of bf16 weights do not fit 2 × 24/16 GB: exit 3 (does not fit).
+    let pair = run("rtx4090-rtx5070ti", 3);
+    assert_eq!(pair["gpus"], 2);
+    assert_eq!(pair["max_valid_tp"], 2);
+    // SM 8.9 (4090) and 12.0 (5070 Ti): the lower one decides, both native FP8.
+    assert_eq!(pair["fp8_native"], true);
+    // A CPU-only box has nothing to run vLLM on.
+    Command::cargo_bin("ggplan")
+        .unwrap()
+        .args([
+            "tp",
+            "tests/fixtures/vllm/model-configs.toml",
+            "--entry",
+            "qwen3_32b",
+        ])
+        .args(["--hw", "epyc-9655-cpu"])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("no CUDA or ROCm device"));
+}
