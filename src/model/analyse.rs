@@ -88,10 +88,19 @@ const SKIP_NEXTN_ARCHS: &[&str] = &[
     "deepseek4",
 ];
 
-/// Archs whose main-context KV cache filters out the NextN layers
-/// (`il < n_layer()`, §3.7); hybrids filter too. deepseek2 and glm4moe do
-/// not: their KV cache allocates cells for the NextN block as well.
-const NEXTN_KV_FILTER_ARCHS: &[&str] = &["step35", "hunyuan-v3", "glm-dsa", "mimo2", "deepseek32"];
+/// NextN/MTP layers and the main-context KV cache, as llama.cpp b11434's
+/// `llama_model::create_memory` decides (src/llama-model.cpp):
+/// * non-hybrid archs with `n_layer_nextn > 0` (deepseek2, glm4moe, …) get
+///   the filter `il < n_layer()` ("don't filter when n_layer_nextn is
+///   repurposed for a router layer…" branch): no KV cells for NextN blocks.
+///   (Older builds, e.g. the 2026-08 snapshot of llamacpp-internals §3.7,
+///   had no filter there and allocated them.)
+/// * hybrids filter `il < n_layer() && !is_recr(il)`, except nemotron_h(_moe),
+///   whose attention filter is `!is_recr(il) && n_ff(il) == 0` with no bound
+///   on `il`.
+fn nextn_kv_allocated(arch: &str) -> bool {
+    matches!(arch, "nemotron_h" | "nemotron_h_moe")
+}
 
 /// Default SWA period and window per arch (`set_swa_pattern` calls in
 /// `load_arch_hparams`): gemma2 2 (window 4096), gemma3 6, gpt-oss 2, cohere2 4.
@@ -370,13 +379,19 @@ impl Model {
         let n_ff = cx
             .per_layer("feed_forward_length")?
             .unwrap_or_else(|| vec![0; n]);
-        // Default head size n_embd / n_head(0) (llama_model_base::load_hparams).
-        let head_default = match n_head.first() {
-            Some(&h) if h > 0 => n_embd / u64::from(h),
-            _ => 0,
+        // llama_model_base::load_hparams: head sizes default to n_embd / n_head(0)
+        // and key_length / value_length are only read when n_head(0) > 0
+        // ("non-transformer models do not have attention heads").
+        let (dk, dv) = match n_head.first() {
+            Some(&h) if h > 0 => {
+                let d = n_embd / u64::from(h);
+                (
+                    cx.scalar("attention.key_length")?.unwrap_or(d),
+                    cx.scalar("attention.value_length")?.unwrap_or(d),
+                )
+            }
+            _ => (0, 0),
         };
-        let dk = cx.scalar("attention.key_length")?.unwrap_or(head_default);
-        let dv = cx.scalar("attention.value_length")?.unwrap_or(head_default);
         let dk_swa = cx.scalar("attention.key_length_swa")?;
         let dv_swa = cx.scalar("attention.value_length_swa")?;
         let is_mla = cx.scalar("attention.key_length_mla")?.unwrap_or(0) != 0
@@ -403,8 +418,9 @@ impl Model {
                 // recurrent: n_head_kv == 0 && n_ff == 0; attention: !recurrent && n_ff == 0;
                 // MLP/MoE-only layers have neither (nemotron-h.cpp).
                 for il in 0..n {
-                    let rec = n_head_kv[il] == 0 && n_ff[il] == 0;
-                    recurrent[il] = rec && (il as u32) < n_main;
+                    // is_recr_impl[i] = i < n_layer() && n_head_kv(i) == 0 && n_ff(i) == 0
+                    let rec = (il as u32) < n_main && n_head_kv[il] == 0 && n_ff[il] == 0;
+                    recurrent[il] = rec;
                     attends[il] = !rec && n_ff[il] == 0;
                 }
             }
@@ -502,7 +518,7 @@ impl Model {
             head_dim_v[i] = to_u32(v, &cx.key("attention.value_length"))?;
         }
 
-        let filters_nextn_kv = is_hybrid || NEXTN_KV_FILTER_ARCHS.contains(&a);
+        let nextn_kv = nextn_kv_allocated(a);
         let mut blocks = Vec::with_capacity(n);
         for il in 0..n_layer {
             let i = il as usize;
@@ -523,9 +539,12 @@ impl Model {
             } else {
                 AttentionKind::Full
             };
-            let kv_layer = attends[i] && !(nextn && filters_nextn_kv);
+            let kv_layer = attends[i] && (!nextn || nextn_kv);
+            // Widths are those of the layer's K/V rows whenever it attends
+            // (NextN blocks included); `has_kv` says whether the main context
+            // allocates cells for them.
             let (mut k_width, mut v_width) = (0u64, 0u64);
-            if kv_layer {
+            if attends[i] {
                 let hkv = u64::from(n_head_kv[i]);
                 k_width = u64::from(head_dim_k[i]) * hkv;
                 v_width = if is_mla {
@@ -638,12 +657,17 @@ impl Model {
                 .and_then(|t| t.dims.get(2).copied())
                 .map_or(Ok(0), |x| to_u32(x, "ffn_*_exps dims[2]"))?,
         };
-        let n_expert_used = match cx.scalar("expert_used_count")? {
-            Some(x) => to_u32(x, &cx.key("expert_used_count"))?,
+        // Both may be per-layer arrays (get_key_or_arr); the largest layer is reported.
+        let n_expert_used = match cx.per_layer("expert_used_count")? {
+            Some(v) => to_u32(
+                v.into_iter().max().unwrap_or(0),
+                &cx.key("expert_used_count"),
+            )?,
             None => 0,
         };
         let n_ff_exp = cx
-            .scalar("expert_feed_forward_length")?
+            .per_layer("expert_feed_forward_length")?
+            .and_then(|v| v.into_iter().max())
             .or_else(|| exps.and_then(|t| t.dims.get(1).copied()))
             .unwrap_or(0);
         let shexp = profile

@@ -216,13 +216,18 @@ pub struct Block {
     pub attention: AttentionKind,
     /// A NextN/MTP block (weights skipped unless `load_mtp`).
     pub nextn: bool,
-    /// Whether llama.cpp allocates KV cells for this layer in the main context
-    /// (deepseek2/glm4moe allocate them for NextN blocks too, hybrids do not).
+    /// Whether llama.cpp (b11434) allocates KV cells for this layer in the main
+    /// context. NextN/MTP blocks get none (`create_memory` filters
+    /// `il < n_layer()`), except nemotron_h(_moe) MTP blocks with `n_ff == 0`.
+    /// Older builds (llamacpp-internals §3.7 snapshot) also allocated the
+    /// NextN blocks of deepseek2/glm4moe: `nextn && k_width > 0` finds them.
     pub has_kv: bool,
-    /// Elements per token per cell: K = head_dim_k × n_head_kv (MLA: kv_lora_rank + rope dim).
-    /// 0 when `has_kv` is false.
+    /// K elements per token per cell: head_dim_k × n_head_kv (MLA: kv_lora_rank
+    /// plus the rope dim). Set for every layer that attends, NextN blocks
+    /// included; count it only where `has_kv`. 0 for recurrent-only and
+    /// FFN-only layers.
     pub k_width: u64,
-    /// V elements per token per cell (0 for MLA, recurrent, none, and when `has_kv` is false).
+    /// V elements per token per cell (0 for MLA, recurrent, none). Count it only where `has_kv`.
     pub v_width: u64,
     /// Whether the layer keeps recurrent state (R and S of `n_embd_r/s`).
     pub recurrent: bool,

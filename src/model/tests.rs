@@ -326,11 +326,12 @@ fn deepseek2_mla_with_nextn_block() {
     let m = g.model();
     assert!(m.warnings.is_empty(), "{:?}", m.warnings);
     assert_eq!(kinds(&m), vec![AttentionKind::Mla; 3]);
-    // K only: 80 elements; V absent. deepseek2 allocates KV for the NextN block too.
+    // K only: 80 elements; V absent. b11434's create_memory filters il < n_layer():
+    // the NextN block keeps its widths but gets no KV cells.
     for b in &m.blocks {
-        assert_eq!((b.k_width, b.v_width, b.has_kv), (80, 0, true));
+        assert_eq!((b.k_width, b.v_width, b.has_kv), (80, 0, !b.nextn));
     }
-    assert_eq!(m.kv_bytes_per_token_f16(), 3 * 80 * 2);
+    assert_eq!(m.kv_bytes_per_token_f16(), 2 * 80 * 2);
     assert!(m.blocks[2].nextn && m.blocks[2].bytes.is_empty());
     assert_eq!(m.blocks[1].group_bytes(TensorGroup::Router), e * 4 * 4 + 16);
     assert!(m.blocks[0].group_bytes(TensorGroup::FfnDense) > 0);
@@ -375,9 +376,10 @@ fn glm4moe_nextn_weights_skipped_but_kv_allocated() {
     let m = g.model();
     assert_eq!(
         m.blocks.iter().map(|b| b.has_kv).collect::<Vec<_>>(),
-        [true, true]
+        [true, false]
     );
-    assert_eq!(m.kv_bytes_per_token_f16(), 2 * 2 * 128);
+    assert_eq!(m.kv_bytes_per_token_f16(), 2 * 128);
+    assert_eq!(m.blocks[1].k_width, 64);
     assert!(m.tensors.iter().filter(|t| t.skipped).count() == 5);
 }
 
@@ -489,7 +491,7 @@ fn nemotron_h_per_layer_arrays() {
     let mut g = G::new("nemotron_h_moe");
     g.u("block_count", 4)
         .u("embedding_length", e as u32)
-        .arr("attention.head_count", &[0, 4, 0, 0])
+        .u("attention.head_count", 4)
         .arr("attention.head_count_kv", &[0, 2, 0, 0])
         .arr("feed_forward_length", &[0, 0, 64, 0])
         .u("attention.key_length", 32)
@@ -520,6 +522,30 @@ fn nemotron_h_per_layer_arrays() {
     assert_eq!(m.blocks[2].group_bytes(TensorGroup::Attention), 0);
     assert!(m.blocks[2].group_bytes(TensorGroup::FfnRouted) > 0);
     assert_eq!(m.hparams.n_head_kv, vec![0, 2, 0, 0]);
+
+    // An MTP block with n_ff 0: nemotron's attention filter has no il < n_layer()
+    // bound, so its KV is allocated; its recurrent state is not (il < n_layer()).
+    let mut g = G::new("nemotron_h");
+    g.u("block_count", 3)
+        .u("nextn_predict_layers", 1)
+        .u("embedding_length", 64)
+        .u("attention.head_count", 4)
+        .arr("attention.head_count_kv", &[0, 2, 0])
+        .arr("feed_forward_length", &[0, 0, 0]);
+    let m = g.model();
+    assert_eq!(kinds(&m), vec![Recurrent, Full, Full]);
+    let has_kv: Vec<bool> = m.blocks.iter().map(|b| b.has_kv).collect();
+    assert_eq!(has_kv, vec![false, true, true]);
+    assert!(!m.blocks[2].recurrent);
+
+    // head_count 0 in layer 0: llama.cpp reads no head sizes at all.
+    let mut g = G::new("nemotron_h");
+    g.u("block_count", 2)
+        .u("embedding_length", 64)
+        .arr("attention.head_count", &[0, 4])
+        .arr("attention.head_count_kv", &[0, 2])
+        .u("attention.key_length", 16);
+    assert_eq!(g.model().blocks[1].k_width, 0);
 }
 
 #[test]

@@ -194,3 +194,138 @@ fn bad_input_exits_nonzero_with_a_clear_message() {
         .assert()
         .code(2);
 }
+
+fn kinds(j: &J) -> Vec<String> {
+    j["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["attention"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The shipped full-size profiles against their public configs
+/// (shared/notes/model-configs.toml): KV widths, layer kinds, recurrent state.
+#[test]
+fn shipped_profiles_match_public_configs() {
+    let load = |name: &str| inspect_json(Path::new(&format!("models/{name}.toml")));
+
+    let j = load("llama-3.1-8b-q8_0");
+    // 32 layers, 8 KV heads × 128, K + V at 2 bytes.
+    assert_eq!(j["kv_bytes_per_token_f16"], 32 * 2 * (8 * 128 * 2));
+    assert_eq!(kinds(&j), vec!["full"; 32]);
+
+    let j = load("qwen3-30b-a3b-q4_k_m");
+    assert_eq!(j["kv_bytes_per_token_f16"], 48 * 2 * (4 * 128 * 2));
+    assert_eq!(j["experts"]["count"], 128);
+    assert_eq!(j["experts"]["used"], 8);
+    assert_eq!(j["experts"]["ff_length"], 768);
+    assert!(
+        j["blocks"][0]["bytes_by_group"]["ffn_routed"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+
+    let j = load("gpt-oss-120b-mxfp4");
+    assert_eq!(j["kv_bytes_per_token_f16"], 36 * 2 * (8 * 64 * 2));
+    for (i, k) in kinds(&j).iter().enumerate() {
+        assert_eq!(k, if i % 2 == 0 { "swa" } else { "full" }, "block {i}");
+    }
+    assert_eq!(j["blocks"][0]["window"], 128);
+    assert!(j["bytes_by_type"]["MXFP4"].as_u64().unwrap() > 50_000_000_000);
+
+    let j = load("glm-4.7-flash-q4_k_m");
+    // 47 layers + 1 NextN; MLA caches kv_lora_rank 512 + rope 64 in K only;
+    // b11434 gives the NextN block no KV cells and skips its weights.
+    assert_eq!(j["block_count"], 48);
+    assert_eq!(j["n_nextn"], 1);
+    assert_eq!(kinds(&j), vec!["mla"; 48]);
+    assert_eq!(j["kv_bytes_per_token_f16"], 47 * 2 * (512 + 64));
+    assert_eq!(j["blocks"][47]["k_width"], 576);
+    assert_eq!(j["blocks"][47]["has_kv"], false);
+    assert_eq!(j["blocks"][47]["bytes"], 0);
+    assert_eq!(
+        j["skipped_bytes"],
+        j["blocks"][47]["skipped_bytes"].as_u64().unwrap()
+    );
+    assert_eq!(
+        j["allocated_bytes"].as_u64().unwrap() + j["skipped_bytes"].as_u64().unwrap(),
+        j["tensor_bytes"].as_u64().unwrap()
+    );
+    assert_eq!(j["experts"]["count"], 64);
+    assert_eq!(j["experts"]["shared_count"], 1);
+
+    let j = load("qwen3-coder-next-q5_k_m");
+    // full_attention_interval 4: layers 3, 7, …, 47 attend (2 KV heads × 256).
+    for (i, k) in kinds(&j).iter().enumerate() {
+        assert_eq!(
+            k,
+            if i % 4 == 3 { "full" } else { "recurrent" },
+            "block {i}"
+        );
+    }
+    assert_eq!(j["kv_bytes_per_token_f16"], 12 * 2 * (2 * 256 * 2));
+    // GDN: d_conv 4, d_inner 32×128, 16 groups of state 128.
+    let r = 3 * (4096 + 2 * 16 * 128);
+    let s = 128 * 4096;
+    assert_eq!(j["n_embd_r"], r);
+    assert_eq!(j["recurrent_bytes_per_seq"], 36 * 4 * (r + s));
+
+    let j = load("nemotron-3-nano-30b-a3b-q4_k_m");
+    let pattern = "MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME";
+    let want: Vec<&str> = pattern
+        .chars()
+        .map(|c| match c {
+            'M' => "recurrent",
+            '*' => "full",
+            _ => "none",
+        })
+        .collect();
+    assert_eq!(kinds(&j), want);
+    assert_eq!(j["kv_bytes_per_token_f16"], 6 * 2 * (2 * 128 * 2));
+    // Mamba2: 64 heads × 64 = d_inner 4096, 8 groups, state 128, conv 4.
+    let r = 3 * (4096 + 2 * 8 * 128);
+    assert_eq!(j["recurrent_bytes_per_seq"], 23 * 4 * (r + 128 * 4096));
+
+    for name in [
+        "llama-3.1-8b-q8_0",
+        "qwen3-30b-a3b-q4_k_m",
+        "gpt-oss-120b-mxfp4",
+        "glm-4.7-flash-q4_k_m",
+        "qwen3-coder-next-q5_k_m",
+        "nemotron-3-nano-30b-a3b-q4_k_m",
+    ] {
+        let j = load(name);
+        assert_eq!(j["provenance"]["kind"], "synthetic", "{name}");
+        assert_eq!(j["warnings"].as_array().unwrap().len(), 0, "{name}");
+        let by_type: u64 = j["bytes_by_type"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(j["tensor_bytes"], by_type, "{name}");
+    }
+}
+
+/// Every oracle test-model profile loads and analyses without warnings.
+#[test]
+fn oracle_fixture_profiles_load() {
+    let dir = Path::new("tests/fixtures/oracle/models");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            let j = inspect_json(&p);
+            assert_eq!(j["provenance"]["kind"], "synthetic", "{}", p.display());
+            assert!(
+                j["warnings"].as_array().unwrap().is_empty(),
+                "{}",
+                p.display()
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 10, "only {n} fixture profiles");
+}
