@@ -53,7 +53,8 @@ pub const KNOWN_ARCHS: &[&str] = &[
 /// `llm_arch_is_recurrent`: recurrent state only, no KV cache.
 const RECURRENT_ARCHS: &[&str] = &["mamba", "mamba2", "rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7"];
 
-/// `llm_arch_is_hybrid`: attention KV for some layers, recurrent state for others.
+/// `llm_arch_is_hybrid` (src/llama-arch.cpp): attention KV for some layers,
+/// recurrent state for others.
 const HYBRID_ARCHS: &[&str] = &[
     "jamba",
     "falcon-h1",
@@ -65,28 +66,22 @@ const HYBRID_ARCHS: &[&str] = &[
     "nemotron_h_moe",
     "qwen3next",
     "kimi-linear",
+    "bailingmoe3",
+    "kimi-k3",
+    "glm5-next",
     "qwen35",
     "qwen35moe",
+    "qwen4exp",
+    "deepseek4",
+    "minimax-01",
 ];
 
-/// Archs that mark NextN/MTP weights `TENSOR_SKIP` in the main model load
-/// (llamacpp-internals §8.3; glm4moe unconditionally, the others unless `load_mtp`).
-const SKIP_NEXTN_ARCHS: &[&str] = &[
-    "deepseek2",
-    "glm4moe",
-    "qwen3next",
-    "qwen35",
-    "qwen35moe",
-    "nemotron_h",
-    "nemotron_h_moe",
-    "glm-dsa",
-    "mimo2",
-    "hunyuan-v3",
-    "bailingmoe3",
-    "cohere2moe",
-    "deepseek32",
-    "deepseek4",
-];
+/// NextN/MTP weights: in b11434 every architecture that reads
+/// `nextn_predict_layers` creates its MTP-block tensors with `TENSOR_SKIP`
+/// unless `load_mtp` (deepseek2, glm4moe, qwen3next, qwen35(moe),
+/// nemotron_h(_moe), glm-dsa, mimo2, hy_v3, step35, bailingmoe2/3, …;
+/// llamacpp-internals §8.3), so they are never allocated in a plain load.
+const NEXTN_WEIGHTS_SKIPPED: bool = true;
 
 /// NextN/MTP layers and the main-context KV cache, as llama.cpp b11434's
 /// `llama_model::create_memory` decides (src/llama-model.cpp):
@@ -684,7 +679,7 @@ impl Model {
             .unwrap_or(0);
 
         // --- tensors: class, group, skipped, bytes ---
-        let skip_nextn = SKIP_NEXTN_ARCHS.contains(&a);
+        let skip_nextn = NEXTN_WEIGHTS_SKIPPED;
         let mut tensors = Vec::with_capacity(profile.tensors.len());
         for (index, t) in profile.tensors.iter().enumerate() {
             let mut class = classify_name(a, &t.name);

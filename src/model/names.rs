@@ -87,9 +87,10 @@ pub fn group_for(full_name: &str, tail: &str) -> TensorGroup {
 /// Class of a tensor as `llm_tensor_info_for` assigns it.
 ///
 /// * `blk.N.*` → repeating layer N.
-/// * `token_embd`, `position_embd`, `token_types`, `per_layer_token_embd`,
-///   `token_embd_norm` → input (always CPU), except LFM2's `token_embd_norm`,
-///   which is its output norm.
+/// * `token_embd`, `position_embd`, `token_types`, `per_layer_token_embd`
+///   → input (always CPU).
+/// * `token_embd_norm` → layer 0 (LLM_TENSOR_INFOS: REPEATING, "do the norms
+///   on the first layer"), except LFM2's, which is its output norm.
 /// * `rope_freqs` / `rope_factors_*` are created per layer with
 ///   `TENSOR_DUPLICATED` for `il != 0`; the first copy belongs to layer 0.
 /// * every other top-level tensor (`output`, `output_norm`, `cls*`, …) → output.
@@ -102,12 +103,16 @@ pub fn classify_name(arch: &str, name: &str) -> TensorClass {
     }
     let b = base(name);
     match b {
+        // LFM2's output norm is stored under this name (LLM_TENSOR_OUTPUT_NORM_LFM2).
         "token_embd_norm" if arch.starts_with("lfm2") => TensorClass::Output,
-        "token_embd"
-        | "position_embd"
-        | "token_types"
-        | "per_layer_token_embd"
-        | "token_embd_norm" => TensorClass::Input,
+        // LLM_TENSOR_TOKEN_EMBD_NORM is REPEATING: "do the norms on the first layer".
+        "token_embd_norm" => TensorClass::Layer {
+            layer: 0,
+            group: TensorGroup::Norm,
+        },
+        "token_embd" | "position_embd" | "token_types" | "per_layer_token_embd" => {
+            TensorClass::Input
+        }
         _ if b.starts_with("rope_freqs") || b.starts_with("rope_factors") => TensorClass::Layer {
             layer: 0,
             group: TensorGroup::Other,
@@ -166,8 +171,11 @@ mod tests {
             TensorClass::Output
         );
         assert_eq!(
-            classify_name("bert", "token_embd_norm.weight"),
-            TensorClass::Input
+            classify_name("bloom", "token_embd_norm.weight"),
+            TensorClass::Layer {
+                layer: 0,
+                group: TensorGroup::Norm
+            }
         );
         assert_eq!(
             classify_name("llama", "rope_freqs.weight"),
