@@ -184,7 +184,12 @@ fn layout(m: &Model, b: &Block) -> String {
             " [NextN]"
         });
     }
-    if !b.has_kv && matches!(b.attention, AttentionKind::Full | AttentionKind::Swa { .. }) {
+    if !b.has_kv
+        && matches!(
+            b.attention,
+            AttentionKind::Full | AttentionKind::Swa { .. } | AttentionKind::Mla
+        )
+    {
         s.push_str(" (no KV)");
     }
     s
@@ -211,7 +216,16 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     let prov = match &r.provenance {
         Provenance::GgufHeader { files } => format!("GGUF header of {}", files.join(", ")),
-        Provenance::Synthetic { description, .. } => format!("SYNTHETIC: {description}"),
+        Provenance::Synthetic { description, .. } => {
+            // The full text (and its sources) is in --json and in the profile.
+            let short: String = description.chars().take(100).collect();
+            let more = if short.len() < description.len() {
+                "…"
+            } else {
+                ""
+            };
+            format!("SYNTHETIC (built from public configs, not a real file): {short}{more}")
+        }
     };
     writeln!(out, "{} ({}) — {prov}", r.name, r.arch)?;
     let mut t = super::table::new_table([
