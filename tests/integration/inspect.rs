@@ -329,3 +329,52 @@ fn oracle_fixture_profiles_load() {
     }
     assert!(n >= 10, "only {n} fixture profiles");
 }
+
+/// A model split in two shards: any shard inspects as the whole model, and
+/// the profile records both files and which file holds each tensor.
+#[test]
+fn split_model_profiles_every_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..2u16 {
+        let mut w = Writer::new();
+        if i == 0 {
+            w.kv("general.architecture", Value::String("llama".into()))
+                .kv("llama.block_count", Value::U32(2))
+                .kv("llama.embedding_length", Value::U32(256))
+                .kv("llama.attention.head_count", Value::U32(4))
+                .kv("split.tensors.count", Value::I32(4));
+        }
+        w.kv("split.no", Value::U16(i))
+            .kv("split.count", Value::U16(2));
+        let il = u32::from(i);
+        w.tensor(
+            &format!("blk.{il}.attn_k.weight"),
+            &[256, 256],
+            GgmlType::Q8_0,
+        )
+        .tensor(
+            &format!("blk.{il}.attn_v.weight"),
+            &[256, 256],
+            GgmlType::Q8_0,
+        );
+        w.write_sparse(&dir.path().join(format!("m-{:05}-of-00002.gguf", i + 1)))
+            .unwrap();
+    }
+    let second = dir.path().join("m-00002-of-00002.gguf");
+    let j = inspect_json(&second);
+    assert_eq!(j["tensor_count"], 4);
+    assert_eq!(j["tensor_bytes"], 4 * 256 * 8 * 34);
+    assert_eq!(j["kv_bytes_per_token_f16"], 2 * 2 * (256 + 256));
+    let toml = dir.path().join("m.toml");
+    ggplan()
+        .arg("profile")
+        .arg(&second)
+        .arg("-o")
+        .arg(&toml)
+        .assert()
+        .success();
+    let text = std::fs::read_to_string(&toml).unwrap();
+    assert!(text.contains("m-00001-of-00002.gguf") && text.contains("m-00002-of-00002.gguf"));
+    assert!(text.contains("[\"blk.1.attn_v.weight\", \"Q8_0\", [256, 256], 1, 69632]"));
+    assert_eq!(inspect_json(&toml)["blocks"], j["blocks"]);
+}
