@@ -13,6 +13,8 @@ pub mod detect;
 pub mod exit;
 pub mod header;
 pub mod hw;
+pub mod inspect;
+pub mod profile;
 pub mod table;
 pub mod tp;
 
@@ -34,6 +36,10 @@ pub enum Command {
     Detect(detect::Args),
     /// vLLM tensor/pipeline-parallel validity, KV budget and the `vllm serve` line.
     Tp(tp::Args),
+    /// Show a model's layout: per block attention kind, KV widths, bytes by group; totals.
+    Inspect(inspect::Args),
+    /// Save a model's profile (tensor table + planner metadata) as TOML.
+    Profile(profile::Args),
 }
 
 /// Parse `std::env::args`, run, and turn the outcome into an exit code.
@@ -59,6 +65,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Hw(a) => hw::run(a),
         Command::Detect(a) => detect::run(a),
         Command::Tp(a) => tp::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Profile(a) => profile::run(a),
     }
 }
 
