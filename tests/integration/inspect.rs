@@ -79,6 +79,15 @@ fn gemma_table_shows_layout_and_totals() {
     assert!(s.contains("SWA 512 4q/1kv × 256"), "{s}");
     assert!(s.contains("18432"), "{s}");
     assert!(s.contains("246587904"), "{s}");
+    let out = ggplan()
+        .args(["inspect", "--explain", GEMMA])
+        .assert()
+        .success();
+    let s = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(
+        s.contains("SWA on 15 of 18 layers from llama.cpp's default period 6"),
+        "{s}"
+    );
 }
 
 fn tiny_gguf(path: &Path) {
