@@ -926,3 +926,127 @@ impl TensorGroup {
         }
     }
 }
+
+impl Model {
+    /// Why the layout is what it is: which llama.cpp rule and which metadata
+    /// key (or default) produced the attention kinds, widths and NextN
+    /// handling. One line per fact, for `inspect --explain`.
+    pub fn explain(&self) -> Vec<String> {
+        let p = &self.profile;
+        let a = p.arch.as_str();
+        let hp = &self.hparams;
+        let has = |suffix: &str| p.arch_meta(suffix).is_some();
+        let mut out = Vec::new();
+        let family = if RECURRENT_ARCHS.contains(&a) {
+            "recurrent (llm_arch_is_recurrent): every layer keeps state, no KV cache"
+        } else if HYBRID_ARCHS.contains(&a) {
+            match a {
+                "nemotron_h" | "nemotron_h_moe" => {
+                    "hybrid: recurrent where head_count_kv[il] == 0 && feed_forward_length[il] == 0, \
+                     attention where not recurrent && feed_forward_length[il] == 0, else FFN only \
+                     (nemotron-h.cpp)"
+                }
+                "qwen3next" | "qwen35" | "qwen35moe" => {
+                    if has("attention.recurrent_layers") {
+                        "hybrid: recurrent layers from attention.recurrent_layers"
+                    } else {
+                        "hybrid: recurrent unless (il + 1) % full_attention_interval == 0 \
+                         (default interval 4), MTP blocks excluded (qwen3next.cpp)"
+                    }
+                }
+                "falcon-h1" => "hybrid: every layer has both attention and recurrent state",
+                _ => "hybrid: recurrent where head_count_kv[il] == 0 (load_arch_hparams)",
+            }
+        } else if KNOWN_ARCHS.contains(&a) {
+            "transformer: every layer attends"
+        } else {
+            "unknown architecture: attention from attn_q/k/v tensors, recurrence from ssm_*/shortconv/time_mix tensors"
+        };
+        out.push(format!("{a}: {family}"));
+        if self
+            .blocks
+            .iter()
+            .any(|b| b.attention == AttentionKind::Mla)
+        {
+            out.push(
+                "MLA (key_length_mla and value_length_mla present, llama_hparams::is_mla): \
+                 K cache only, width key_length × head_count_kv, no V cache"
+                    .into(),
+            );
+        }
+        let swa: Vec<&Block> = self
+            .blocks
+            .iter()
+            .filter(|b| matches!(b.attention, AttentionKind::Swa { .. }))
+            .collect();
+        if let Some(AttentionKind::Swa { window }) = swa.first().map(|b| b.attention) {
+            let src = match p.arch_meta("attention.sliding_window_pattern") {
+                Some(MetaValue::Ints(_) | MetaValue::Bools(_)) => {
+                    "per-layer attention.sliding_window_pattern".to_string()
+                }
+                Some(v) => format!("attention.sliding_window_pattern = {}", v.show()),
+                None => match swa_default(a) {
+                    Some((n, _)) => {
+                        format!("llama.cpp's default period {n} for {a} (load_swa_pattern)")
+                    }
+                    None => "every attention layer (sliding_window > 0)".into(),
+                },
+            };
+            let wsrc = if has("attention.sliding_window") {
+                "attention.sliding_window"
+            } else {
+                "llama.cpp's default"
+            };
+            out.push(format!(
+                "SWA on {} of {} layers from {src}; window {window} from {wsrc}",
+                swa.len(),
+                hp.n_layer
+            ));
+        }
+        if let Some(b) = self.blocks.iter().find(|b| b.has_kv) {
+            let i = b.index as usize;
+            let dk = if has("attention.key_length") {
+                "attention.key_length"
+            } else {
+                "n_embd / head_count"
+            };
+            let hkv = match p.arch_meta("attention.head_count_kv") {
+                Some(MetaValue::Ints(_)) => "per-layer attention.head_count_kv",
+                Some(_) => "attention.head_count_kv",
+                None => "head_count (no head_count_kv key)",
+            };
+            out.push(format!(
+                "KV widths: head size {} from {dk}, {} KV heads from {hkv} (block {i}: K {} + V {} elements)",
+                hp.head_dim_k[i], hp.n_head_kv[i], b.k_width, b.v_width
+            ));
+        }
+        if hp.n_nextn > 0 {
+            out.push(format!(
+                "the last {} of {} blocks are NextN/MTP (nextn_predict_layers): weights TENSOR_SKIP \
+                 unless --spec-type draft-mtp; KV cells {}",
+                hp.n_nextn,
+                hp.n_layer,
+                if self.blocks.iter().any(|b| b.nextn && b.has_kv) {
+                    "allocated (nemotron_h attention filter has no il < n_layer() bound)"
+                } else {
+                    "not allocated in the main context (create_memory filters il < n_layer())"
+                }
+            ));
+        }
+        if self.blocks.iter().any(|b| b.recurrent) {
+            out.push(format!(
+                "recurrent state per layer and sequence: R {} + S {} F32 elements \
+                 (llama_hparams::n_embd_r / n_embd_s)",
+                hp.n_embd_r, hp.n_embd_s
+            ));
+        }
+        out.push(if hp.tied_embeddings {
+            "no output.weight: the output layer reuses token_embd (TENSOR_DUPLICATED: a second copy \
+             where the output layer sits on another device)"
+                .into()
+        } else {
+            "output.weight present (untied embeddings)".into()
+        });
+        out
+    }
+}
