@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod emit;
 pub mod exit;
 pub mod header;
 pub mod table;
@@ -25,6 +26,9 @@ pub struct Cli {
 pub enum Command {
     /// Show a GGUF file's raw header: metadata, tensor types and sizes.
     Header(header::Args),
+    /// Render llama-server flags as a shell line, models.conf section,
+    /// llama-swap entry or router preset; or update one entry of a file.
+    Emit(emit::Args),
 }
 
 /// Parse `std::env::args`, run, and turn the outcome into an exit code.
@@ -47,6 +51,7 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Header(a) => header::run(a),
+        Command::Emit(a) => emit::run(a),
     }
 }
 

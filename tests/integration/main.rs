@@ -1,1 +1,2 @@
+mod emit;
 mod smoke;
