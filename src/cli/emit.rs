@@ -55,11 +55,16 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub format: FormatArg,
     /// Entry name: section name, llama-swap model id.
-    #[arg(long)]
-    pub name: String,
+    #[arg(long, required_unless_present = "deployment")]
+    pub name: Option<String>,
     /// The GGUF file the server loads (-m).
-    #[arg(long)]
-    pub model: PathBuf,
+    #[arg(long, required_unless_present = "deployment")]
+    pub model: Option<PathBuf>,
+    /// Read the whole deployment (the `emit::Deployment` JSON: name,
+    /// model_path, argv, visible_devices, ttl, aliases, summary) from FILE
+    /// instead of the flags; `-` reads stdin.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["name", "model", "flags", "visible_devices", "ttl", "aliases", "server_bin"])]
+    pub deployment: Option<PathBuf>,
     /// Replace or add only this entry in FILE, keeping every other byte.
     #[arg(long, value_name = "FILE")]
     pub update: Option<PathBuf>,
@@ -107,11 +112,23 @@ struct UpdateReport<'a> {
 }
 
 fn deployment(args: &Args) -> anyhow::Result<Deployment> {
-    let model = args
-        .model
+    if let Some(path) = &args.deployment {
+        let text = if path.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin())?
+        } else {
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+        };
+        return serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a deployment JSON", path.display()));
+    }
+    let (Some(name), Some(model)) = (&args.name, &args.model) else {
+        anyhow::bail!("--name and --model are required without --deployment");
+    };
+    let model = model
         .to_str()
-        .with_context(|| format!("model path {:?} is not UTF-8", args.model))?;
-    let mut d = Deployment::new(args.name.clone(), model, args.flags.clone());
+        .with_context(|| format!("model path {model:?} is not UTF-8"))?;
+    let mut d = Deployment::new(name.clone(), model, args.flags.clone());
     d.visible_devices = args.visible_devices.clone();
     d.ttl = args.ttl;
     d.aliases = args.aliases.clone();

@@ -812,6 +812,33 @@ groups:
     }
 
     #[test]
+    fn update_handles_eof_document_markers_and_quoted_keys() {
+        let d = Deployment::new("m:Q4", "/m.gguf", words("-c 4096"));
+        let body = indent(&entry_text(&d.name, &entry(&d).unwrap()).unwrap(), 2, "\n");
+        // Entry last, no final newline: the file still ends without one.
+        let e = "---\nmodels:\n  other: {cmd: x}\n  'm:Q4':\n    cmd: y";
+        let u = LlamaSwap.update(e, &d).unwrap();
+        assert_eq!(
+            u.text,
+            format!(
+                "---\nmodels:\n  other: {{cmd: x}}\n{}",
+                body.trim_end_matches('\n')
+            )
+        );
+        // Adding after a last entry that has no final newline.
+        let e = "models:\n  \"other\":\n    cmd: x";
+        let u = LlamaSwap.update(e, &d).unwrap();
+        assert_eq!(u.text, format!("models:\n  \"other\":\n    cmd: x\n{body}"));
+        // models: with no entries yet (null).
+        let e = "models:\n# nothing yet\nlogLevel: info\n";
+        let u = LlamaSwap.update(e, &d).unwrap();
+        assert_eq!(
+            u.text,
+            format!("models:\n{body}# nothing yet\nlogLevel: info\n")
+        );
+    }
+
+    #[test]
     fn update_refuses_unparsable_and_flow_style_files() {
         let d = deployment();
         for bad in [

@@ -185,13 +185,14 @@ pub fn replace_section(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     /// A minimal grammar for the editor's own tests.
     fn classify(line: &str) -> Result<Kind, String> {
         let t = line.trim();
         if t.is_empty() {
             Ok(Kind::Blank)
-        } else if t.starts_with('#') {
+        } else if t.starts_with(['#', ';']) {
             Ok(Kind::Comment)
         } else if let Some(n) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
             Ok(Kind::Header(n.to_string()))
@@ -288,6 +289,83 @@ K=b
             upd(crlf, "c", "9").text,
             format!("{crlf}\r\n# ggplan test\r\n[c]\r\nK=9\r\n")
         );
+    }
+
+    /// One generated section: the lines before its header (kept), the
+    /// header and body (the span an update replaces), the lines after its
+    /// last key (kept).
+    #[derive(Debug, Clone)]
+    struct Gen {
+        before: Vec<String>,
+        span: Vec<String>,
+        after: Vec<String>,
+    }
+
+    fn gen_section(name: String) -> impl proptest::strategy::Strategy<Value = Gen> {
+        let line = prop_oneof![Just(String::new()), "#[ a-z]{0,6}", "; [a-z]{0,6}"];
+        let key = "[A-Z]{1,4}=[ -~&&[^#;]]{0,8}";
+        (
+            proptest::collection::vec(line.clone(), 0..3),
+            proptest::collection::vec(
+                prop_oneof![key.prop_map(String::from), "# in[a-z]{0,4}"],
+                0..4,
+            ),
+            key,
+            proptest::collection::vec(line, 0..3),
+        )
+            .prop_map(move |(before, mut body, last, after)| {
+                // No ggplan marker in generated comments: only real blocks have it.
+                let before = before
+                    .into_iter()
+                    .map(|l| l.replace("ggplan", "gg"))
+                    .collect();
+                body.insert(0, format!("[{name}]"));
+                body.push(last);
+                Gen {
+                    before,
+                    span: body,
+                    after,
+                }
+            })
+    }
+
+    proptest! {
+        /// Replacing any section keeps every byte outside its span, for LF
+        /// and CRLF files; the appended case keeps the whole file as prefix.
+        #[test]
+        fn update_keeps_every_byte_outside_the_span(
+            secs in proptest::collection::vec(
+                proptest::sample::select(vec!["a", "b", "c", "d"]).prop_flat_map(|n| gen_section(n.to_string())),
+                1..5,
+            ),
+            crlf in proptest::bool::ANY,
+            pick in 0usize..8,
+        ) {
+            let eol = if crlf { "\r\n" } else { "\n" };
+            // Unique names only (the editor refuses duplicates by design).
+            let mut names = Vec::new();
+            let secs: Vec<Gen> = secs.into_iter().filter(|g| {
+                let n = g.span[0].clone();
+                let fresh = !names.contains(&n);
+                names.push(n);
+                fresh
+            }).collect();
+            let render = |ls: &[String]| ls.iter().map(|l| format!("{l}{eol}")).collect::<String>();
+            let file: String = secs.iter().map(|g| render(&g.before) + &render(&g.span) + &render(&g.after)).collect();
+            let target = pick % (secs.len() + 1);
+            let name = if target < secs.len() { secs[target].span[0].trim_matches(['[', ']']).to_string() } else { "zz".to_string() };
+            let u = upd(&file, &name, "v");
+            let new_block = render(&block(&name, "v"));
+            if target < secs.len() {
+                let prefix: String = secs[..target].iter().map(|g| render(&g.before) + &render(&g.span) + &render(&g.after)).collect::<String>() + &render(&secs[target].before);
+                let suffix: String = render(&secs[target].after) + &secs[target + 1..].iter().map(|g| render(&g.before) + &render(&g.span) + &render(&g.after)).collect::<String>();
+                prop_assert_eq!(u.text, format!("{prefix}{new_block}{suffix}"));
+            } else {
+                prop_assert!(u.text.starts_with(&file));
+                prop_assert!(u.text.ends_with(&new_block));
+                prop_assert_eq!(u.action, Action::Added);
+            }
+        }
     }
 
     #[test]

@@ -132,6 +132,15 @@ pub(crate) mod tests {
         words
     }
 
+    proptest::proptest! {
+        /// Any word a process can receive survives quoting and a POSIX split.
+        #[test]
+        fn quote_round_trips(words in proptest::collection::vec("[^\\x00]{0,12}", 1..6)) {
+            let line: Vec<String> = words.iter().map(|w| quote(w)).collect();
+            proptest::prop_assert_eq!(split_posix(&line.join(" ")), words);
+        }
+    }
+
     #[test]
     fn quotes_only_what_needs_it() {
         assert_eq!(quote("-ngl"), "-ngl");

@@ -166,3 +166,33 @@ fn update_keeps_permissions() {
         "{text}"
     );
 }
+
+#[test]
+fn reads_a_deployment_json_with_a_plan_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("d.json");
+    fs::write(
+        &f,
+        r#"{"name": "glm", "model_path": "/m/glm.gguf", "argv": ["-c", "8192", "-ngl", "48", "-fit", "off"],
+            "summary": {"ggplan_version": "0.1.0", "hardware_file": "hw.toml",
+                        "devices": [{"device": "CUDA0", "predicted": 1073741824, "capacity": 2147483648}],
+                        "tokens_per_s": {"prompt": 100.0, "generation": 20.5}}}"#,
+    )
+    .unwrap();
+    let out = stdout(
+        ggplan()
+            .args(["emit", "--format", "models-conf", "--deployment"])
+            .arg(&f),
+    );
+    assert_eq!(
+        out,
+        "# ggplan 0.1.0 plan for /m/glm.gguf\n# hardware: hw.toml\n#   CUDA0    1.00 GiB predicted of 2.00 GiB\n\
+         # speed: 100.0 tok/s prompt, 20.5 tok/s generation (predicted)\n[glm]\nCTX_SIZE=8192\nN_GPU_LAYERS=48\nFIT=off\n"
+    );
+    // Flags and --deployment do not mix.
+    ggplan()
+        .args(["emit", "--format", "shell", "--name", "x", "--deployment"])
+        .arg(&f)
+        .assert()
+        .code(2);
+}
