@@ -50,7 +50,8 @@ const fn s(names: &'static [&'static str], key: &'static str) -> FlagSpec {
     }
 }
 
-/// The flags the planner emits (common/arg.cpp, llama.cpp b7xxx–HEAD).
+/// The flags the planner emits. Spellings checked against common/arg.cpp of
+/// llama.cpp b11434 (/work/cache/llama.cpp-b11434) and of GitHub HEAD.
 pub static FLAGS: &[FlagSpec] = &[
     v(&["-c", "--ctx-size"], "ctx-size"),
     v(&["-b", "--batch-size"], "batch-size"),
@@ -77,7 +78,11 @@ pub static FLAGS: &[FlagSpec] = &[
     v(&["-fit", "--fit"], "fit"),
     s(&["-nkvo", "--no-kv-offload"], "no-kv-offload"),
     s(&["--swa-full"], "swa-full"),
+    // `--no-mmap` exists up to the `--load-mode` rework; b11434 knows only
+    // `-lm/--load-mode` (common/arg.cpp:2694) and would reject `no-mmap` in
+    // a preset. Which one to emit is the planner's per-build decision.
     s(&["--no-mmap"], "no-mmap"),
+    v(&["-lm", "--load-mode"], "load-mode"),
     s(&["-nr", "--no-repack"], "no-repack"),
     s(&["--no-host"], "no-host"),
     s(&["--no-op-offload"], "no-op-offload"),
