@@ -223,8 +223,7 @@ pub fn render_config(
             if !models.contains_key(m.as_str()) {
                 return Err(bad("group member", m, "not one of the models written"));
             }
-            if let Some(prev) = seen.insert(m, g) {
-                let _ = prev;
+            if seen.insert(m, g).is_some() {
                 return Err(bad(
                     "group member",
                     m,
@@ -836,6 +835,68 @@ groups:
             u.text,
             format!("models:\n{body}# nothing yet\nlogLevel: info\n")
         );
+    }
+
+    const NAMES: &[&str] = &[
+        "a",
+        "qwen3:30b",
+        "org/m:Q4_K_M",
+        "x y",
+        "true",
+        "1",
+        "#c",
+        "a: b",
+        "-x",
+        " lead",
+        "it's",
+        "q\"d",
+        "null",
+        "~",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Any entry of a commented config (names that need YAML quoting
+        /// included) is replaced without touching a byte outside its span,
+        /// and the result re-validates; a new name is inserted after the
+        /// last entry.
+        #[test]
+        fn update_keeps_every_byte_outside_the_entry(
+            picks in proptest::sample::subsequence((0..NAMES.len()).collect::<Vec<_>>(), 1..5),
+            target in 0usize..NAMES.len(),
+            comments in proptest::collection::vec(proptest::bool::ANY, 5),
+        ) {
+            let entry_of = |name: &str, c: &str| {
+                let d = Deployment::new(name, format!("/m/{c}.gguf"), words(&format!("-c {}", 1024 * (c.len() + 1))));
+                indent(&entry_text(name, &entry(&d).unwrap()).unwrap(), 2, "\n")
+            };
+            let mut pieces: Vec<(String, String)> = Vec::new(); // (leading comment, entry text)
+            for (i, &p) in picks.iter().enumerate() {
+                let lead = if comments[i] { format!("  # about {i}\n\n") } else { String::new() };
+                pieces.push((lead, entry_of(NAMES[p], "old")));
+            }
+            let head = "# top\nlogLevel: info\nmodels:\n";
+            let tail = "  # end of models\n\nhooks:\n  on_startup:\n    preload: []\n";
+            let file: String = head.to_string()
+                + &pieces.iter().map(|(l, e)| format!("{l}{e}")).collect::<String>()
+                + tail;
+            let name = NAMES[target];
+            let d = Deployment::new(name, "/m/new.gguf", words("-c 4096 -ngl 99"));
+            let u = LlamaSwap.update(&file, &d).unwrap();
+            let fresh = indent(&entry_text(name, &entry(&d).unwrap()).unwrap(), 2, "\n");
+            let expected = match picks.iter().position(|&p| p == target) {
+                Some(i) => {
+                    let before: String = pieces[..i].iter().map(|(l, e)| format!("{l}{e}")).collect();
+                    let after: String = pieces[i + 1..].iter().map(|(l, e)| format!("{l}{e}")).collect();
+                    format!("{head}{before}{}{fresh}{after}{tail}", pieces[i].0)
+                }
+                None => {
+                    let all: String = pieces.iter().map(|(l, e)| format!("{l}{e}")).collect();
+                    format!("{head}{all}{fresh}{tail}")
+                }
+            };
+            proptest::prop_assert_eq!(u.text, expected);
+        }
     }
 
     #[test]
