@@ -27,6 +27,10 @@ pub struct FlagSpec {
     /// Key in a `--models-preset` INI section (long name without dashes).
     pub preset_key: &'static str,
     pub arity: Arity,
+    /// The llama.cpp option this spelling sets: a positive and a negative
+    /// switch of one `common_arg` (`-kvu` / `-no-kvu`) share it, so giving
+    /// both is a duplicate.
+    pub option: &'static str,
     /// May be given several times and accumulates (`-ot` pushes to
     /// `tensor_buft_overrides` on every use); everything else is last-wins.
     pub repeatable: bool,
@@ -37,6 +41,7 @@ const fn v(names: &'static [&'static str], key: &'static str) -> FlagSpec {
         names,
         preset_key: key,
         arity: Arity::Value,
+        option: key,
         repeatable: false,
     }
 }
@@ -46,6 +51,7 @@ const fn s(names: &'static [&'static str], key: &'static str) -> FlagSpec {
         names,
         preset_key: key,
         arity: Arity::Switch,
+        option: key,
         repeatable: false,
     }
 }
@@ -58,7 +64,13 @@ pub static FLAGS: &[FlagSpec] = &[
     v(&["-ub", "--ubatch-size"], "ubatch-size"),
     v(&["-np", "--parallel"], "parallel"),
     s(&["-kvu", "--kv-unified"], "kv-unified"),
-    s(&["-no-kvu", "--no-kv-unified"], "no-kv-unified"),
+    FlagSpec {
+        names: &["-no-kvu", "--no-kv-unified"],
+        preset_key: "no-kv-unified",
+        arity: Arity::Switch,
+        option: "kv-unified",
+        repeatable: false,
+    },
     v(&["-ngl", "--gpu-layers", "--n-gpu-layers"], "n-gpu-layers"),
     v(&["-ts", "--tensor-split"], "tensor-split"),
     v(&["-sm", "--split-mode"], "split-mode"),
@@ -68,6 +80,7 @@ pub static FLAGS: &[FlagSpec] = &[
         names: &["-ot", "--override-tensor"],
         preset_key: "override-tensor",
         arity: Arity::Value,
+        option: "override-tensor",
         repeatable: true,
     },
     v(&["-ncmoe", "--n-cpu-moe"], "n-cpu-moe"),
@@ -135,12 +148,12 @@ pub fn read_argv(argv: &[String]) -> Result<Vec<Item<'_>>, EmitError> {
         match lookup(word) {
             Some(spec) => {
                 if !spec.repeatable {
-                    if seen.contains(&spec.preset_key) {
+                    if seen.contains(&spec.option) {
                         return Err(EmitError::DuplicateFlag {
                             flag: word.to_string(),
                         });
                     }
-                    seen.push(spec.preset_key);
+                    seen.push(spec.option);
                 }
                 let value = match spec.arity {
                     Arity::Switch => None,
@@ -225,6 +238,10 @@ mod tests {
         assert!(matches!(
             read_argv(&argv("-c 1 --ctx-size 2")),
             Err(EmitError::DuplicateFlag { flag }) if flag == "--ctx-size"
+        ));
+        assert!(matches!(
+            read_argv(&argv("-kvu -no-kvu")),
+            Err(EmitError::DuplicateFlag { flag }) if flag == "-no-kvu"
         ));
         assert!(matches!(
             read_argv(&argv("-ngl")),
