@@ -14,7 +14,9 @@
 //! `unchanged`); with `--dry-run` nothing is written and the unified diff is
 //! printed instead (`--json` adds `"diff"`). A FILE that does not exist is
 //! created. A FILE that does not parse is an error (exit 2) and is not
-//! touched. The planner will call [`crate::emit`] directly; this command
+//! touched. Several `--deployment` files with `--format llama-swap` (and
+//! optionally `--groups`) print one whole config.yaml with co-residency
+//! groups. The planner will call [`crate::emit`] directly; this command
 //! takes the flags after `--` as already decided.
 
 use std::io::Write;
@@ -62,9 +64,15 @@ pub struct Args {
     pub model: Option<PathBuf>,
     /// Read the whole deployment (the `emit::Deployment` JSON: name,
     /// model_path, argv, visible_devices, ttl, aliases, summary) from FILE
-    /// instead of the flags; `-` reads stdin.
+    /// instead of the flags; `-` reads stdin. Repeat it with --format
+    /// llama-swap to write one config.yaml for several models.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["name", "model", "flags", "visible_devices", "ttl", "aliases", "server_bin"])]
-    pub deployment: Option<PathBuf>,
+    pub deployment: Vec<PathBuf>,
+    /// llama-swap, several models: co-residency groups as JSON
+    /// (`{"group": {"swap": false, "exclusive": true, "persistent": false,
+    /// "members": ["a", "b"]}}`), written to `routing.router.settings.groups`.
+    #[arg(long, value_name = "FILE", conflicts_with = "update")]
+    pub groups: Option<PathBuf>,
     /// Replace or add only this entry in FILE, keeping every other byte.
     #[arg(long, value_name = "FILE")]
     pub update: Option<PathBuf>,
@@ -111,16 +119,25 @@ struct UpdateReport<'a> {
     diff: Option<&'a str>,
 }
 
-fn deployment(args: &Args) -> anyhow::Result<Deployment> {
-    if let Some(path) = &args.deployment {
-        let text = if path.as_os_str() == "-" {
-            std::io::read_to_string(std::io::stdin())?
-        } else {
-            std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?
-        };
-        return serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a deployment JSON", path.display()));
+fn read_json<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+    what: &str,
+) -> anyhow::Result<T> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+    };
+    serde_json::from_str(&text).with_context(|| format!("{} is not {what}", path.display()))
+}
+
+fn deployments(args: &Args) -> anyhow::Result<Vec<Deployment>> {
+    if !args.deployment.is_empty() {
+        return args
+            .deployment
+            .iter()
+            .map(|p| read_json(p, "a deployment JSON"))
+            .collect();
     }
     let (Some(name), Some(model)) = (&args.name, &args.model) else {
         anyhow::bail!("--name and --model are required without --deployment");
@@ -133,13 +150,31 @@ fn deployment(args: &Args) -> anyhow::Result<Deployment> {
     d.ttl = args.ttl;
     d.aliases = args.aliases.clone();
     d.server_bin = args.server_bin.clone().unwrap_or_default();
-    Ok(d)
+    Ok(vec![d])
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let format = Format::from(args.format);
-    let d = deployment(args)?;
+    let mut ds = deployments(args)?;
     let mut out = std::io::stdout().lock();
+
+    if ds.len() > 1 || args.groups.is_some() {
+        if format != Format::LlamaSwap || args.update.is_some() {
+            anyhow::bail!(
+                "several deployments or --groups need --format llama-swap without --update"
+            );
+        }
+        let groups = match &args.groups {
+            Some(p) => read_json(p, "a groups JSON")?,
+            None => Default::default(),
+        };
+        let text = emit::llama_swap::render_config(&ds, &groups)?;
+        out.write_all(text.as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(d) = ds.pop() else {
+        anyhow::bail!("no deployment given");
+    };
 
     let Some(file) = &args.update else {
         let text = emit::render(format, &d)?;

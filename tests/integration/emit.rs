@@ -196,3 +196,51 @@ fn reads_a_deployment_json_with_a_plan_summary() {
         .assert()
         .code(2);
 }
+
+#[test]
+fn writes_a_fleet_config_with_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.json");
+    let b = dir.path().join("b.json");
+    let g = dir.path().join("g.json");
+    fs::write(
+        &a,
+        r#"{"name": "chat", "model_path": "/m/chat.gguf", "argv": ["-c", "8192"], "ttl": 600}"#,
+    )
+    .unwrap();
+    fs::write(&b, r#"{"name": "embed", "model_path": "/m/e.gguf", "argv": ["-c", "512"], "visible_devices": [1]}"#).unwrap();
+    fs::write(
+        &g,
+        r#"{"together": {"swap": false, "exclusive": false, "members": ["chat", "embed"]}}"#,
+    )
+    .unwrap();
+    let out = stdout(
+        ggplan()
+            .args(["emit", "--format", "llama-swap", "--deployment"])
+            .arg(&a)
+            .arg("--deployment")
+            .arg(&b)
+            .arg("--groups")
+            .arg(&g),
+    );
+    let doc: yaml_serde::Value = yaml_serde::from_str(&out).unwrap();
+    assert_eq!(doc["models"]["chat"]["ttl"].as_u64(), Some(600));
+    assert_eq!(
+        doc["models"]["embed"]["env"][0].as_str(),
+        Some("CUDA_VISIBLE_DEVICES=1")
+    );
+    assert_eq!(doc["routing"]["router"]["use"].as_str(), Some("group"));
+    let grp = &doc["routing"]["router"]["settings"]["groups"]["together"];
+    assert_eq!(grp["swap"].as_bool(), Some(false));
+    assert_eq!(grp["persistent"].as_bool(), Some(false));
+    assert_eq!(grp["members"][1].as_str(), Some("embed"));
+    // A group naming an unknown model is refused.
+    fs::write(&g, r#"{"x": {"members": ["nope"]}}"#).unwrap();
+    ggplan()
+        .args(["emit", "--format", "llama-swap", "--deployment"])
+        .arg(&a)
+        .arg("--groups")
+        .arg(&g)
+        .assert()
+        .code(2);
+}
