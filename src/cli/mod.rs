@@ -28,7 +28,7 @@ pub enum Command {
     Header(header::Args),
     /// Render llama-server flags as a shell line, models.conf section,
     /// llama-swap entry or router preset; or update one entry of a file.
-    Emit(emit::Args),
+    Emit(Box<emit::Args>),
 }
 
 /// Parse `std::env::args`, run, and turn the outcome into an exit code.
