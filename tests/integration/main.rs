@@ -1,2 +1,3 @@
 mod emit;
+mod emit_llamacpp;
 mod smoke;
