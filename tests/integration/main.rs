@@ -1,3 +1,5 @@
+mod emit;
+mod emit_llamacpp;
 mod hardware;
 mod inspect;
 mod smoke;
