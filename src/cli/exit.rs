@@ -16,8 +16,8 @@ pub const IO: u8 = 4;
 /// are recognised by type; plain I/O errors map to [`IO`].
 pub fn code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
-        if cause.downcast_ref::<crate::gguf::GgufError>().is_some() {
-            return INPUT;
+        if let Some(e) = cause.downcast_ref::<crate::gguf::GgufError>() {
+            return if e.is_io() { IO } else { INPUT };
         }
         if cause.downcast_ref::<std::io::Error>().is_some() {
             return IO;

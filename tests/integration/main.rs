@@ -1,1 +1,5 @@
+#[cfg(feature = "remote")]
+mod http_server;
+#[cfg(feature = "remote")]
+mod remote;
 mod smoke;
