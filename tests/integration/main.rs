@@ -1,3 +1,4 @@
+mod gguf_roundtrip;
 #[cfg(feature = "remote")]
 mod http_server;
 #[cfg(feature = "remote")]
