@@ -38,7 +38,7 @@ pub mod write;
 
 pub use count::CountingReader;
 pub use error::GgufError;
-pub use read::{read_file, read_file_counted, read_header, Options, FILE_BUF};
+pub use read::{read_file, read_file_counted, read_header, Options, FIRST_READ, MAX_READ};
 pub use types::{GgmlType, TypeTraits};
 pub use value::{Value, ValueType};
 

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead};
 use std::path::Path;
 
 use super::count::CountingReader;
@@ -491,15 +491,18 @@ pub fn read_file(path: &Path, opts: &Options) -> Result<Header, GgufError> {
     read_file_counted(path, opts).map(|(h, _)| h)
 }
 
-/// Buffer size for local reads. It is also the granularity of the I/O a
-/// header read does: the file is read in `FILE_BUF` pieces, so at most
-/// `FILE_BUF - 1` bytes past the header are ever touched.
-pub const FILE_BUF: usize = 1 << 16;
+/// First read of a local file: one page. A shard's header (a few hundred
+/// tensor infos, no vocabulary) usually fits, so reading it touches one or
+/// two pages and never the tensor data behind it.
+pub const FIRST_READ: usize = 4096;
+/// Reads double from [`FIRST_READ`] up to this, so a 7 MB vocabulary header
+/// still takes only a handful of system calls.
+pub const MAX_READ: usize = 1 << 20;
 
 /// [`read_file`], also returning how many bytes were read from the file
-/// (the I/O, counted under the buffer): the header rounded up to
-/// [`FILE_BUF`] pieces, capped by the file length — never tensor data beyond
-/// that first partial piece.
+/// (the I/O, counted under the buffer). Reads start at [`FIRST_READ`] bytes
+/// and double, so the bytes touched past the header are fewer than the
+/// header itself (or one page, whichever is more).
 pub fn read_file_counted(path: &Path, opts: &Options) -> Result<(Header, u64), GgufError> {
     let f = File::open(path).map_err(|source| GgufError::Open {
         path: path.to_path_buf(),
@@ -516,9 +519,66 @@ pub fn read_file_counted(path: &Path, opts: &Options) -> Result<(Header, u64), G
         file_len: Some(len),
         ..opts.clone()
     };
-    let mut r = BufReader::with_capacity(FILE_BUF, CountingReader::new(f));
+    let mut r = GrowingBufReader::new(CountingReader::new(f));
     let header = read_header(&mut r, &opts)?;
-    Ok((header, r.get_ref().count()))
+    Ok((header, r.inner.count()))
+}
+
+/// A `BufReader` whose reads grow: [`FIRST_READ`], then twice as much each
+/// refill up to [`MAX_READ`]. std's `BufReader` reads a fixed capacity, which
+/// is either many system calls (small) or many bytes past a small header (large).
+struct GrowingBufReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    pos: usize,
+    next_read: usize,
+}
+
+impl<R: io::Read> GrowingBufReader<R> {
+    fn new(inner: R) -> Self {
+        GrowingBufReader {
+            inner,
+            buf: Vec::new(),
+            pos: 0,
+            next_read: FIRST_READ,
+        }
+    }
+}
+
+impl<R: io::Read> io::Read for GrowingBufReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(out.len());
+        out[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: io::Read> BufRead for GrowingBufReader<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos >= self.buf.len() {
+            self.buf.resize(self.next_read, 0);
+            let n = loop {
+                match self.inner.read(&mut self.buf) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        self.buf.clear();
+                        return Err(e);
+                    }
+                }
+            };
+            self.buf.truncate(n);
+            self.pos = 0;
+            self.next_read = (self.next_read * 2).min(MAX_READ);
+        }
+        Ok(&self.buf[self.pos..])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.pos = (self.pos + amt).min(self.buf.len());
+    }
 }
 
 #[cfg(test)]
@@ -891,6 +951,38 @@ mod tests {
                 elem: ValueType::String,
                 len: 9
             })
+        );
+    }
+
+    #[test]
+    fn local_reads_grow_and_stop_near_the_header() {
+        // A 1.3 MB header (60k-token vocab) in front of a 300 MB sparse file.
+        let mut w = Writer::new();
+        let toks = (0..60_000)
+            .map(|i| Value::String(format!("tok{i:08}")))
+            .collect();
+        w.kv("tokenizer.ggml.tokens", Value::Array(toks));
+        for i in 0..100 {
+            w.tensor(&format!("blk.{i}.w"), &[4096, 4096], GgmlType::Q4_K);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.gguf");
+        w.write_sparse(&path).unwrap();
+        let (h, io) = read_file_counted(&path, &Options::default()).unwrap();
+        let bytes = w.finish();
+        assert_eq!(h, read_header(&bytes[..], &Options::default()).unwrap());
+        // Reads of 4, 8, …, 1024, 1024 KiB: the first n of them that cover the header.
+        let mut want = 0u64;
+        let mut next = FIRST_READ as u64;
+        while want < h.bytes_read {
+            want += next;
+            next = (next * 2).min(MAX_READ as u64);
+        }
+        assert_eq!(io, want);
+        assert!(
+            io < 2 * h.bytes_read,
+            "{io} for a {} byte header",
+            h.bytes_read
         );
     }
 }

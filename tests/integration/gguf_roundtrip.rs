@@ -205,8 +205,12 @@ proptest! {
         prop_assert!(bytes[h.bytes_read as usize..].iter().all(|&b| b == 0));
         // With the full (sparse) file length every bound check passes, and
         // the answer is the same.
-        let full = Options { file_len: Some(bytes.len() as u64 + w.data_len()), ..opts };
-        prop_assert_eq!(read_header(&bytes[..], &full).unwrap(), h);
+        let full = Options { file_len: Some(bytes.len() as u64 + w.data_len()), ..opts.clone() };
+        prop_assert_eq!(&read_header(&bytes[..], &full).unwrap(), &h);
+        // A reader that hands out a few bytes at a time (as a socket or a
+        // small buffer does) must give the same answer.
+        let trickle = std::io::BufReader::with_capacity(1 + (bytes.len() % 13), &bytes[..]);
+        prop_assert_eq!(read_header(trickle, &opts).unwrap(), h);
     }
 
     #[test]

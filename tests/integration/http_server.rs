@@ -33,6 +33,9 @@ pub enum Mode {
     NoContentRange,
     /// Waits this long before answering.
     Slow(Duration),
+    /// Answers `/x` with `302 Location: /cdn/x` (as Hugging Face sends a
+    /// client to its CDN), and serves `/cdn/x` with ranges.
+    Redirect,
 }
 
 /// One request as the server saw it.
@@ -129,7 +132,20 @@ fn serve(
         if let Mode::Slow(d) = mode {
             thread::sleep(d);
         }
-        let file = files.get(path.split('?').next().unwrap_or(""));
+        let mut key = path.split('?').next().unwrap_or("");
+        if mode == Mode::Redirect {
+            match key.strip_prefix("/cdn") {
+                Some(k) => key = k,
+                None => {
+                    write!(
+                        out,
+                        "HTTP/1.1 302 Found\r\nlocation: /cdn{path}\r\ncontent-length: 0\r\n\r\n"
+                    )?;
+                    continue;
+                }
+            }
+        }
+        let file = files.get(key);
         let Some(file) = file else {
             out.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")?;
             continue;

@@ -107,6 +107,25 @@ fn remote_header_equals_local_and_fetches_only_the_header() {
 }
 
 #[test]
+fn redirects_keep_the_range() {
+    let w = model_writer(None);
+    let server = Server::start(
+        HashMap::from([("/m.gguf".into(), vfile(&w))]),
+        Mode::Redirect,
+    );
+    let remote = read_url(
+        &format!("{}/m.gguf", server.base),
+        &RemoteOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(remote.header.tensors.len(), 4);
+    let seen = server.requests();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[1].path, "/cdn/m.gguf");
+    assert_eq!(seen[1].range, Some((0, (2 << 20) - 1)));
+}
+
+#[test]
 fn split_model_by_url_from_any_shard() {
     let files: HashMap<String, VFile> = (0..3u16)
         .map(|no| {
