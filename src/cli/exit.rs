@@ -26,8 +26,8 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
                 _ => INPUT,
             };
         }
-        if cause.downcast_ref::<crate::gguf::GgufError>().is_some() {
-            return INPUT;
+        if let Some(e) = cause.downcast_ref::<crate::gguf::GgufError>() {
+            return if e.is_io() { IO } else { INPUT };
         }
         if let Some(e) = cause.downcast_ref::<HardwareError>() {
             return if matches!(e, HardwareError::Read { .. }) {
