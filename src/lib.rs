@@ -26,6 +26,7 @@
 
 pub mod cli;
 pub mod emit;
+pub mod fsutil;
 pub mod gguf;
 pub mod hardware;
 pub mod model;
