@@ -25,10 +25,13 @@
 //! oracle fixtures (`tests/fixtures/oracle/`, produced by `oracle/`).
 
 pub mod cli;
+pub mod emit;
+pub mod fsutil;
 pub mod gguf;
 pub mod hardware;
 pub mod model;
 pub mod solver;
 pub mod units;
+pub mod vllm;
 
 pub use units::Bytes;

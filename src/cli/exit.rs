@@ -18,8 +18,16 @@ use crate::hardware::{HardwareError, ProbeError, WriteError};
 /// are recognised by type; plain I/O errors map to [`IO`].
 pub fn code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
-        if cause.downcast_ref::<crate::gguf::GgufError>().is_some() {
-            return INPUT;
+        if let Some(m) = cause.downcast_ref::<crate::model::ModelError>() {
+            return match m {
+                crate::model::ModelError::Read { .. } | crate::model::ModelError::Write { .. } => {
+                    IO
+                }
+                _ => INPUT,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<crate::gguf::GgufError>() {
+            return if e.is_io() { IO } else { INPUT };
         }
         if let Some(e) = cause.downcast_ref::<HardwareError>() {
             return if matches!(e, HardwareError::Read { .. }) {

@@ -1,6 +1,7 @@
-//! `ggplan header FILE`: the raw GGUF header — metadata and tensor table
+//! `ggplan header MODEL`: the raw GGUF header — metadata and tensor table
 //! summary — as the reader sees it. A debugging aid beside `inspect`, which
-//! interprets the header as a model.
+//! interprets the header as a model. MODEL is a local file or an http(s)://
+//! URL, read with range requests (only the header bytes are fetched).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,12 +9,14 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use crate::gguf::{shard, Options, Value};
+use crate::gguf::{shard, Header, Options, Value};
 use crate::units::Bytes;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A .gguf file (any shard of a split model).
+    /// A .gguf file or an http(s):// URL of one (any shard of a split model).
+    /// URLs are read with HTTP range requests: only the header is fetched.
+    #[arg(value_name = "MODEL")]
     pub file: PathBuf,
     /// Print JSON instead of tables.
     #[arg(long)]
@@ -44,6 +47,11 @@ struct FileReport {
     header_bytes: u64,
     data_offset: u64,
     file_bytes: u64,
+    /// Remote reads only: HTTP range requests made and body bytes received.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requests: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes_fetched: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -72,8 +80,53 @@ fn show(v: &Value) -> String {
     }
 }
 
+/// One file's header, wherever it came from.
+struct Loaded {
+    path: PathBuf,
+    header: Header,
+    file_len: u64,
+    fetch: Option<(u64, u64)>,
+}
+
+fn load(args: &Args) -> anyhow::Result<Vec<Loaded>> {
+    let arg = args.file.to_string_lossy();
+    if crate::gguf::is_url(&arg) {
+        return load_url(&arg);
+    }
+    Ok(shard::read_model(&args.file, &Options::default())?
+        .into_iter()
+        .map(|s| Loaded {
+            path: s.path,
+            header: s.header,
+            file_len: s.file_len,
+            fetch: None,
+        })
+        .collect())
+}
+
+#[cfg(feature = "remote")]
+fn load_url(url: &str) -> anyhow::Result<Vec<Loaded>> {
+    use crate::gguf::remote::{read_model_url, RemoteOptions};
+    Ok(read_model_url(url, &RemoteOptions::default())?
+        .into_iter()
+        .map(|s| Loaded {
+            path: PathBuf::from(s.url),
+            header: s.header,
+            file_len: s.file_len,
+            fetch: Some((s.stats.requests, s.stats.bytes_fetched)),
+        })
+        .collect())
+}
+
+#[cfg(not(feature = "remote"))]
+fn load_url(url: &str) -> anyhow::Result<Vec<Loaded>> {
+    anyhow::bail!(
+        "{url}: this ggplan was built without the `remote` feature, so it cannot read URLs"
+    )
+}
+
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let shards = shard::read_model(&args.file, &Options::default())?;
+    let shards = load(args)?;
     let mut metadata = BTreeMap::new();
     let mut bytes_by_type: BTreeMap<String, u64> = BTreeMap::new();
     let mut rows = Vec::new();
@@ -113,6 +166,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 header_bytes: s.header.bytes_read,
                 data_offset: s.header.data_offset,
                 file_bytes: s.file_len,
+                requests: s.fetch.map(|f| f.0),
+                bytes_fetched: s.fetch.map(|f| f.1),
             })
             .collect(),
         metadata,
@@ -126,16 +181,25 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let mut t =
-        super::table::new_table(["file", "GGUF", "alignment", "header bytes", "file bytes"]);
+    let remote = report.files.iter().any(|f| f.requests.is_some());
+    let mut cols = vec!["file", "GGUF", "alignment", "header bytes", "file bytes"];
+    if remote {
+        cols.extend(["requests", "bytes fetched"]);
+    }
+    let mut t = super::table::new_table(cols);
     for f in &report.files {
-        t.add_row([
+        let mut row = vec![
             f.path.display().to_string(),
             format!("v{}{}", f.version, if f.big_endian { " BE" } else { "" }),
             f.alignment.to_string(),
             f.header_bytes.to_string(),
             f.file_bytes.to_string(),
-        ]);
+        ];
+        if remote {
+            row.push(f.requests.unwrap_or(0).to_string());
+            row.push(f.bytes_fetched.unwrap_or(0).to_string());
+        }
+        t.add_row(row);
     }
     println!("{t}");
     let mut t = super::table::new_table(["key", "value"]);

@@ -10,11 +10,15 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod detect;
+pub mod emit;
 pub mod exit;
 pub mod header;
 pub mod hw;
+pub mod inspect;
 pub mod plan;
+pub mod profile;
 pub mod table;
+pub mod tp;
 
 /// Plan where an LLM's tensors live before you deploy it.
 #[derive(Debug, Parser)]
@@ -32,6 +36,15 @@ pub enum Command {
     Hw(hw::Args),
     /// Write a hardware file for this machine (NVIDIA GPUs through NVML, RAM and cores from the OS).
     Detect(detect::Args),
+    /// vLLM tensor/pipeline-parallel validity, KV budget and the `vllm serve` line.
+    Tp(tp::Args),
+    /// Show a model's layout: per block attention kind, KV widths, bytes by group; totals.
+    Inspect(inspect::Args),
+    /// Save a model's profile (tensor table + planner metadata) as TOML.
+    Profile(profile::Args),
+    /// Render llama-server flags as a shell line, models.conf section,
+    /// llama-swap entry or router preset; or update one entry of a file.
+    Emit(Box<emit::Args>),
     /// Find the fastest placement that fits and print the llama-server flags for it.
     Plan(Box<plan::Args>),
 }
@@ -58,6 +71,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Header(a) => header::run(a),
         Command::Hw(a) => hw::run(a),
         Command::Detect(a) => detect::run(a),
+        Command::Tp(a) => tp::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Profile(a) => profile::run(a),
+        Command::Emit(a) => emit::run(a),
         Command::Plan(a) => plan::run(a),
     }
 }

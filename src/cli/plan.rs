@@ -80,8 +80,8 @@ pub struct Args {
     /// MILP time limit in seconds.
     #[arg(long, default_value_t = 2.0)]
     pub time_limit: f64,
-    /// MILP relative gap.
-    #[arg(long, default_value_t = 0.005)]
+    /// Relative gap at which a plan counts as proven (MILP, or the DP against its lower bound).
+    #[arg(long, default_value_t = 0.02)]
     pub gap: f32,
     /// Table of the largest context per KV type × slots × micro-batch.
     #[arg(long)]
@@ -101,19 +101,22 @@ pub struct Args {
     /// Show the --fit and plain -ngl baselines and why the plan differs.
     #[arg(long)]
     pub explain: bool,
+    /// Also write the plan as a deploy config: shell, models-conf, llama-swap, preset.
+    #[arg(long, value_name = "FORMAT")]
+    pub emit: Option<String>,
+    /// Entry name for --emit (default: the model file's stem).
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
-/// Load the model. Until the model branch's `Model::load` (GGUF or profile)
-/// is merged, only the built-in synthetic models load here.
+/// Load the model: a GGUF (any shard) or a profile TOML, or one of the
+/// built-in synthetic models (tests, benches).
 fn load_model(spec: &str) -> anyhow::Result<Model> {
     let s = match spec {
         "synthetic:qwen3-next" => synthetic::Spec::qwen3_next_like(),
         "synthetic:llama-8b" => synthetic::Spec::llama_8b_like(),
         "synthetic:qwen3-30b" => synthetic::Spec::qwen3_30b_like(),
-        _ => bail!(
-            "{spec}: loading GGUF files and profiles needs Model::load (model branch); \
-             built-in: synthetic:qwen3-next, synthetic:llama-8b, synthetic:qwen3-30b"
-        ),
+        _ => return Ok(Model::load(std::path::Path::new(spec))?),
     };
     Ok(synthetic::build(&s))
 }
@@ -396,11 +399,62 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
     if a.json {
         return json(a, &hw, &source, &model, &out, rows, &bases, req.margin);
     }
+    if let Some(f) = &a.emit {
+        print!("{}", emit(a, f, &source, &out, &rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     print_plan(a, &model, &source, &out, &rows);
     if a.explain {
         explain(&hw, &planner, &out, &bases, req.margin);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The plan as a deploy config (`crate::emit`), with the prediction in its comment block.
+fn emit(
+    a: &Args,
+    format: &str,
+    source: &str,
+    out: &Outcome,
+    rows: &[DeviceRow],
+) -> anyhow::Result<String> {
+    use crate::emit::{render, Deployment, DevicePrediction, Format, PlanSummary, Speed};
+    let f = Format::ALL
+        .into_iter()
+        .find(|f| f.as_str() == format)
+        .with_context(|| {
+            let all: Vec<&str> = Format::ALL.iter().map(|f| f.as_str()).collect();
+            format!(
+                "--emit: unknown format {format:?} (one of {})",
+                all.join(", ")
+            )
+        })?;
+    let name = a.name.clone().unwrap_or_else(|| {
+        std::path::Path::new(&a.model)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("model")
+            .trim_start_matches("synthetic:")
+            .to_string()
+    });
+    let mut d = Deployment::new(name, a.model.clone(), out.argv.clone());
+    d.summary = Some(PlanSummary {
+        ggplan_version: format!("ggplan {}", env!("CARGO_PKG_VERSION")),
+        hardware_file: Some(source.to_string()),
+        devices: rows
+            .iter()
+            .map(|r| DevicePrediction {
+                device: r.name.clone(),
+                predicted: Bytes(r.total_bytes),
+                capacity: Some(Bytes(r.capacity_bytes)),
+            })
+            .collect(),
+        tokens_per_s: out.rates_complete.then_some(Speed {
+            prompt: out.prediction.prefill_tps,
+            generation: out.prediction.decode_tps,
+        }),
+    });
+    Ok(render(f, &d)?)
 }
 
 fn print_plan(a: &Args, model: &Model, source: &str, out: &Outcome, rows: &[DeviceRow]) {
@@ -431,8 +485,13 @@ fn print_plan(a: &Args, model: &Model, source: &str, out: &Outcome, rows: &[Devi
         );
     }
     println!(
-        "solver: {} in {:.1} ms; checked by: {}{}",
+        "solver: {}{} in {:.1} ms; checked by: {}{}",
         out.status.as_str(),
+        if out.status == crate::solver::milp::Status::Gap {
+            format!(" (within {:.1} % of optimal)", a.gap * 100.0)
+        } else {
+            String::new()
+        },
         out.solver_ms,
         out.report.simulator,
         if out.rounds > 1 {

@@ -88,3 +88,14 @@ pub enum GgufError {
     #[error("remote read of {url} failed: {message}")]
     Remote { url: String, message: String },
 }
+
+impl GgufError {
+    /// Whether the failure is I/O (a file that cannot be read, a remote
+    /// that does not answer) rather than bad GGUF: exit code 4, not 2.
+    pub fn is_io(&self) -> bool {
+        matches!(
+            self,
+            GgufError::Io { .. } | GgufError::Open { .. } | GgufError::Remote { .. }
+        )
+    }
+}

@@ -26,15 +26,19 @@
 //! assert_eq!(header.architecture(), Some("llama"));
 //! ```
 
+mod count;
 mod error;
 mod read;
+#[cfg(feature = "remote")]
+pub mod remote;
 pub mod shard;
 mod types;
 mod value;
 pub mod write;
 
+pub use count::CountingReader;
 pub use error::GgufError;
-pub use read::{read_file, read_header, Options};
+pub use read::{read_file, read_file_counted, read_header, Options, FIRST_READ, MAX_READ};
 pub use types::{GgmlType, TypeTraits};
 pub use value::{Value, ValueType};
 
@@ -52,6 +56,13 @@ pub const KEY_SPLIT_TENSORS_COUNT: &str = "split.tensors.count";
 pub const DEFAULT_ALIGNMENT: u64 = 32;
 /// ggml tensors have at most 4 dims (`GGML_MAX_DIMS`).
 pub const MAX_DIMS: usize = 4;
+
+/// Whether a model argument names a remote file (`http://` or `https://`,
+/// any case) rather than a path: read it with `remote::read_model_url`.
+pub fn is_url(s: &str) -> bool {
+    let head = s.get(..8).unwrap_or(s).to_ascii_lowercase();
+    head.starts_with("http://") || head.starts_with("https://")
+}
 
 /// One tensor info record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,9 +2,10 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead};
 use std::path::Path;
 
+use super::count::CountingReader;
 use super::{
     GgmlType, GgufError, Header, TensorInfo, Value, ValueType, DEFAULT_ALIGNMENT, KEY_ALIGNMENT,
     MAX_DIMS,
@@ -38,9 +39,10 @@ impl Default for Options {
 /// Upper bound on tensor and key counts when the file length is unknown.
 /// Real models have < 10k tensors; the bound only caps pre-allocation.
 const PREALLOC_CAP: u64 = 1 << 16;
-/// Strings are read in chunks of at most this size so a lying length cannot
-/// allocate more than the bytes actually present.
-const CHUNK: u64 = 1 << 20;
+/// Upper bound on the elements pre-allocated for one materialised array: the
+/// vector grows past it only as elements actually parse, so a huge
+/// `max_array_len` cannot turn a lying count into a huge allocation.
+const ARRAY_PREALLOC_CAP: u64 = 1 << 12;
 
 struct Cursor<R> {
     r: R,
@@ -120,26 +122,33 @@ impl<R: BufRead> Cursor<R> {
         Ok(())
     }
 
-    /// A length-prefixed string's raw bytes, read in bounded chunks.
+    /// A length-prefixed string's raw bytes. The buffer grows only as bytes
+    /// actually arrive (copied straight out of the reader's buffer), so a
+    /// lying length — 2^40 in a 100-byte input — allocates at most what is
+    /// present, whether or not the file length is known.
     fn raw_string(&mut self, what: &str) -> Result<Vec<u8>, GgufError> {
         let len = self.u64(what)?;
         self.check_len(len, what)?;
-        let mut out = Vec::with_capacity(len.min(CHUNK) as usize);
+        let mut out = Vec::new();
         let mut left = len;
         while left > 0 {
-            let n = left.min(CHUNK);
-            let got = (&mut self.r)
-                .take(n)
-                .read_to_end(&mut out)
-                .map_err(|e| self.io_err(e, what))?;
-            self.pos += got as u64;
-            if (got as u64) < n {
+            let pos = self.pos;
+            let buf = match self.r.fill_buf() {
+                Ok(buf) => buf,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.io_err(e, what)),
+            };
+            if buf.is_empty() {
                 return Err(GgufError::Truncated {
-                    offset: self.pos,
+                    offset: pos,
                     what: what.to_string(),
                 });
             }
-            left -= n;
+            let k = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            out.extend_from_slice(&buf[..k]);
+            self.r.consume(k);
+            self.pos += k as u64;
+            left -= k as u64;
         }
         Ok(out)
     }
@@ -152,6 +161,7 @@ impl<R: BufRead> Cursor<R> {
             let pos = self.pos;
             let avail = match self.r.fill_buf() {
                 Ok(buf) => buf.len() as u64,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.io_err(e, what)),
             };
             if avail == 0 {
@@ -221,7 +231,13 @@ impl<R: BufRead> Cursor<R> {
                     }
                     Value::SkippedArray { elem, len }
                 } else {
-                    let mut v = Vec::with_capacity(len as usize);
+                    // `len` is at most `max_array_len`, which a caller may set to
+                    // u64::MAX: never trust it for the allocation.
+                    let cap = len.min(ARRAY_PREALLOC_CAP).min(
+                        self.remaining()
+                            .map_or(u64::MAX, |rem| rem / min_elem.max(1)),
+                    );
+                    let mut v = Vec::with_capacity(cap as usize);
                     for _ in 0..len {
                         v.push(self.value(elem, key, depth + 1, opts)?);
                     }
@@ -346,11 +362,18 @@ pub fn read_header<R: BufRead>(r: R, opts: &Options) -> Result<Header, GgufError
     let alignment = match metadata.iter().find(|(k, _)| k == KEY_ALIGNMENT) {
         None => DEFAULT_ALIGNMENT,
         Some((_, v)) => {
-            let a = v.as_u64().ok_or_else(|| GgufError::WrongType {
-                key: KEY_ALIGNMENT.into(),
-                found: v.value_type().to_string(),
-                expected: "u32",
-            })?;
+            // gguf_init_from_file_impl accepts only a u32 here; a bool or a
+            // string would otherwise sneak in through `as_u64`.
+            let a = match v {
+                Value::U32(a) => u64::from(*a),
+                _ => {
+                    return Err(GgufError::WrongType {
+                        key: KEY_ALIGNMENT.into(),
+                        found: v.value_type().to_string(),
+                        expected: "u32",
+                    })
+                }
+            };
             if a == 0 || !a.is_power_of_two() {
                 return Err(GgufError::BadAlignment { value: a });
             }
@@ -375,9 +398,15 @@ pub fn read_header<R: BufRead>(r: R, opts: &Options) -> Result<Header, GgufError
         }
         let ty = GgmlType(c.u32(&name)?);
         let offset = c.u64(&name)?;
+        // ggml keeps `ne` as int64: gguf_init_from_file_impl rejects a negative
+        // dim and a running element count above INT64_MAX (in dim order, so a
+        // later zero dim does not excuse an earlier overflow).
         if dims
             .iter()
-            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .try_fold(1u64, |acc, &d| {
+                acc.checked_mul(d)
+                    .filter(|&n| n <= i64::MAX as u64 && d <= i64::MAX as u64)
+            })
             .is_none()
         {
             return Err(GgufError::DimsOverflow { name, dims });
@@ -459,6 +488,22 @@ pub(crate) fn check_tensor_bounds(h: &Header, file_len: u64) -> Result<(), GgufE
 /// Read the header of a local file, checking lengths and tensor bounds
 /// against the file size.
 pub fn read_file(path: &Path, opts: &Options) -> Result<Header, GgufError> {
+    read_file_counted(path, opts).map(|(h, _)| h)
+}
+
+/// First read of a local file: one page. A shard's header (a few hundred
+/// tensor infos, no vocabulary) usually fits, so reading it touches one or
+/// two pages and never the tensor data behind it.
+pub const FIRST_READ: usize = 4096;
+/// Reads double from [`FIRST_READ`] up to this, so a 7 MB vocabulary header
+/// still takes only a handful of system calls.
+pub const MAX_READ: usize = 1 << 20;
+
+/// [`read_file`], also returning how many bytes were read from the file
+/// (the I/O, counted under the buffer). Reads start at [`FIRST_READ`] bytes
+/// and double, so the bytes touched past the header are fewer than the
+/// header itself (or one page, whichever is more).
+pub fn read_file_counted(path: &Path, opts: &Options) -> Result<(Header, u64), GgufError> {
     let f = File::open(path).map_err(|source| GgufError::Open {
         path: path.to_path_buf(),
         source,
@@ -474,7 +519,66 @@ pub fn read_file(path: &Path, opts: &Options) -> Result<Header, GgufError> {
         file_len: Some(len),
         ..opts.clone()
     };
-    read_header(BufReader::with_capacity(1 << 16, f), &opts)
+    let mut r = GrowingBufReader::new(CountingReader::new(f));
+    let header = read_header(&mut r, &opts)?;
+    Ok((header, r.inner.count()))
+}
+
+/// A `BufReader` whose reads grow: [`FIRST_READ`], then twice as much each
+/// refill up to [`MAX_READ`]. std's `BufReader` reads a fixed capacity, which
+/// is either many system calls (small) or many bytes past a small header (large).
+struct GrowingBufReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    pos: usize,
+    next_read: usize,
+}
+
+impl<R: io::Read> GrowingBufReader<R> {
+    fn new(inner: R) -> Self {
+        GrowingBufReader {
+            inner,
+            buf: Vec::new(),
+            pos: 0,
+            next_read: FIRST_READ,
+        }
+    }
+}
+
+impl<R: io::Read> io::Read for GrowingBufReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(out.len());
+        out[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: io::Read> BufRead for GrowingBufReader<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos >= self.buf.len() {
+            self.buf.resize(self.next_read, 0);
+            let n = loop {
+                match self.inner.read(&mut self.buf) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        self.buf.clear();
+                        return Err(e);
+                    }
+                }
+            };
+            self.buf.truncate(n);
+            self.pos = 0;
+            self.next_read = (self.next_read * 2).min(MAX_READ);
+        }
+        Ok(&self.buf[self.pos..])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.pos = (self.pos + amt).min(self.buf.len());
+    }
 }
 
 #[cfg(test)]
@@ -672,5 +776,213 @@ mod tests {
         ));
         b[0] = b'X';
         assert!(matches!(parse(&b).unwrap_err(), GgufError::BadMagic { .. }));
+    }
+
+    /// Offset of the first value byte of the first (and only) kv, whose key is `key`.
+    fn first_value_at(key: &str) -> usize {
+        24 + 8 + key.len() + 4
+    }
+
+    #[test]
+    fn huge_max_array_len_does_not_trust_the_count() {
+        // An array claiming 2^60 u8 elements, with max_array_len = u64::MAX so
+        // the reader tries to materialise it: this used to be
+        // Vec::with_capacity(2^60) (a capacity-overflow panic).
+        let mut w = Writer::new();
+        w.kv("a", Value::Array(vec![Value::U8(1), Value::U8(2)]));
+        let mut b = w.finish();
+        let len_at = first_value_at("a") + 4;
+        b[len_at..len_at + 8].copy_from_slice(&(1u64 << 60).to_le_bytes());
+        let opts = Options {
+            max_array_len: u64::MAX,
+            ..Options::default()
+        };
+        let err = read_header(&b[..], &opts).unwrap_err();
+        assert!(matches!(err, GgufError::Truncated { .. }), "{err}");
+        let err = read_header(
+            &b[..],
+            &Options {
+                file_len: Some(b.len() as u64),
+                ..opts
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, GgufError::LengthPastEnd { what, .. } if what == "a"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn lying_string_lengths_inside_string_arrays() {
+        // 3 strings, the 2nd claims 2^40 bytes: both when materialised and
+        // when skipped (max_array_len 1), with and without the file length.
+        let mut w = Writer::new();
+        let items = ["ab", "cd", "ef"].map(|t| Value::String(t.into())).to_vec();
+        w.kv("toks", Value::Array(items));
+        let mut b = w.finish();
+        let second = first_value_at("toks") + 4 + 8 + (8 + 2);
+        b[second..second + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        for max_array_len in [1, 4096] {
+            let opts = Options {
+                max_array_len,
+                ..Options::default()
+            };
+            let err = read_header(&b[..], &opts).unwrap_err();
+            assert!(
+                matches!(&err, GgufError::Truncated { what, .. } if what == "toks"),
+                "{err}"
+            );
+            let known = Options {
+                file_len: Some(b.len() as u64),
+                ..opts
+            };
+            let err = read_header(&b[..], &known).unwrap_err();
+            assert!(
+                matches!(&err, GgufError::LengthPastEnd { what, offset, len, .. }
+                    if what == "toks" && *offset == second as u64 + 8 && *len == 1 << 40),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn dims_beyond_int64_are_rejected_like_ggml() {
+        // ggml's ne is int64: a dim of 2^63 fits u64 but not ggml.
+        let mut w = Writer::new();
+        w.tensor("neg", &[1 << 63], GgmlType(99));
+        let err = parse(&w.finish()).unwrap_err();
+        assert!(
+            matches!(&err, GgufError::DimsOverflow { name, .. } if name == "neg"),
+            "{err}"
+        );
+        // 2^61 * 4 overflows int64 before the zero dim could excuse it
+        // (gguf_init_from_file_impl multiplies in dim order).
+        let mut w = Writer::new();
+        w.tensor("order", &[1 << 61, 4, 0], GgmlType::F32);
+        assert!(matches!(
+            parse(&w.finish()).unwrap_err(),
+            GgufError::DimsOverflow { .. }
+        ));
+        // A zero dim after small ones is a valid empty tensor.
+        let mut w = Writer::new();
+        w.tensor("empty", &[64, 0], GgmlType::F32);
+        let h = parse(&w.finish()).unwrap();
+        assert_eq!(h.tensors[0].n_bytes(), Some(0));
+    }
+
+    #[test]
+    fn alignment_must_be_a_u32_power_of_two() {
+        let mut w = Writer::new();
+        w.kv(KEY_ALIGNMENT, Value::Bool(true));
+        let err = parse(&w.finish()).unwrap_err();
+        assert!(
+            matches!(&err, GgufError::WrongType { found, .. } if found == "bool"),
+            "{err}"
+        );
+        let mut w = Writer::new();
+        w.kv(KEY_ALIGNMENT, Value::U32(48));
+        assert!(matches!(
+            parse(&w.finish()).unwrap_err(),
+            GgufError::BadAlignment { value: 48 }
+        ));
+    }
+
+    #[test]
+    fn huge_alignment_neither_panics_nor_allocates() {
+        // Patch general.alignment to 2^31 after writing (the writer would
+        // otherwise pad the header to 2 GiB).
+        let mut w = Writer::new();
+        w.kv(KEY_ALIGNMENT, Value::U32(32));
+        w.tensor("t", &[32], GgmlType::F32);
+        let mut b = w.finish();
+        let at = first_value_at(KEY_ALIGNMENT);
+        b[at..at + 4].copy_from_slice(&(1u32 << 31).to_le_bytes());
+        let h = read_header(&b[..], &Options::default()).unwrap();
+        assert_eq!(h.alignment, 1 << 31);
+        assert_eq!(h.data_offset, 1 << 31);
+        assert_eq!(h.data_end(), Some((1 << 31) + (1 << 31)));
+        let err = parse(&b).unwrap_err();
+        assert!(
+            matches!(&err, GgufError::TensorPastEnd { name, end, .. } if name == "t" && *end == (1 << 31) + 128),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bytes_read_stops_before_the_padding() {
+        let b = tiny_example();
+        let h = read_header(&b[..], &Options::default()).unwrap();
+        assert!(h.bytes_read <= b.len() as u64);
+        assert_eq!(h.data_offset, b.len() as u64, "the writer pads to 32");
+        assert_eq!(h.data_offset, pad(h.bytes_read, 32));
+        assert!(b[h.bytes_read as usize..].iter().all(|&x| x == 0));
+        // The reader consumed exactly bytes_read: nothing of the padding.
+        let mut r = CountingReader::new(&b[..]);
+        read_header(&mut r, &Options::default()).unwrap();
+        assert_eq!(r.count(), h.bytes_read);
+    }
+
+    #[test]
+    fn big_endian_nested_arrays() {
+        let mut w = Writer::new();
+        w.big_endian = true;
+        w.version = 2;
+        let nested = Value::Array(vec![
+            Value::Array(vec![Value::I16(-2), Value::I16(300)]),
+            Value::Array(vec![Value::F64(1.5)]),
+        ]);
+        w.kv("n", nested.clone());
+        w.kv("s", Value::Array(vec![Value::String("x".into()); 9]));
+        let b = w.finish();
+        let h = read_header(
+            &b[..],
+            &Options {
+                max_array_len: 8,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        assert_eq!((h.version, h.big_endian), (2, true));
+        assert_eq!(h.get("n"), Some(&nested));
+        assert_eq!(
+            h.get("s"),
+            Some(&Value::SkippedArray {
+                elem: ValueType::String,
+                len: 9
+            })
+        );
+    }
+
+    #[test]
+    fn local_reads_grow_and_stop_near_the_header() {
+        // A 1.3 MB header (60k-token vocab) in front of a 300 MB sparse file.
+        let mut w = Writer::new();
+        let toks = (0..60_000)
+            .map(|i| Value::String(format!("tok{i:08}")))
+            .collect();
+        w.kv("tokenizer.ggml.tokens", Value::Array(toks));
+        for i in 0..100 {
+            w.tensor(&format!("blk.{i}.w"), &[4096, 4096], GgmlType::Q4_K);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.gguf");
+        w.write_sparse(&path).unwrap();
+        let (h, io) = read_file_counted(&path, &Options::default()).unwrap();
+        let bytes = w.finish();
+        assert_eq!(h, read_header(&bytes[..], &Options::default()).unwrap());
+        // Reads of 4, 8, …, 1024, 1024 KiB: the first n of them that cover the header.
+        let mut want = 0u64;
+        let mut next = FIRST_READ as u64;
+        while want < h.bytes_read {
+            want += next;
+            next = (next * 2).min(MAX_READ as u64);
+        }
+        assert_eq!(io, want);
+        assert!(
+            io < 2 * h.bytes_read,
+            "{io} for a {} byte header",
+            h.bytes_read
+        );
     }
 }

@@ -74,38 +74,43 @@ pub fn read_model(path: &Path, opts: &Options) -> Result<Vec<Shard>, GgufError> 
         });
     }
     if shards.len() > 1 {
-        check_split_keys(&shards)?;
+        let views: Vec<(&Path, &Header)> = shards
+            .iter()
+            .map(|s| (s.path.as_path(), &s.header))
+            .collect();
+        check_split_keys(&views)?;
     }
     Ok(shards)
 }
 
-fn check_split_keys(shards: &[Shard]) -> Result<(), GgufError> {
+/// Check that the shards, in order, carry consistent split keys and
+/// disjoint tensor names. `path` only labels errors (a URL for remote shards).
+pub(crate) fn check_split_keys(shards: &[(&Path, &Header)]) -> Result<(), GgufError> {
     let n = shards.len() as u64;
-    for (i, s) in shards.iter().enumerate() {
-        let no = s.header.get(KEY_SPLIT_NO).and_then(|v| v.as_u64());
-        let count = s.header.get(KEY_SPLIT_COUNT).and_then(|v| v.as_u64());
+    for (i, (path, header)) in shards.iter().enumerate() {
+        let no = header.get(KEY_SPLIT_NO).and_then(|v| v.as_u64());
+        let count = header.get(KEY_SPLIT_COUNT).and_then(|v| v.as_u64());
         if no != Some(i as u64) {
             return Err(GgufError::Shard {
-                path: s.path.clone(),
+                path: path.to_path_buf(),
                 problem: format!("split.no is {no:?}, expected {i}"),
             });
         }
         if count != Some(n) {
             return Err(GgufError::Shard {
-                path: s.path.clone(),
+                path: path.to_path_buf(),
                 problem: format!("split.count is {count:?}, expected {n}"),
             });
         }
     }
-    let total: u64 = shards.iter().map(|s| s.header.tensors.len() as u64).sum();
-    if let Some(expect) = shards[0]
-        .header
-        .get(KEY_SPLIT_TENSORS_COUNT)
-        .and_then(|v| v.as_u64())
-    {
+    let total: u64 = shards.iter().map(|(_, h)| h.tensors.len() as u64).sum();
+    let Some((first_path, first)) = shards.first() else {
+        return Ok(());
+    };
+    if let Some(expect) = first.get(KEY_SPLIT_TENSORS_COUNT).and_then(|v| v.as_u64()) {
         if expect != total {
             return Err(GgufError::Shard {
-                path: shards[0].path.clone(),
+                path: first_path.to_path_buf(),
                 problem: format!(
                     "split.tensors.count is {expect} but the shards hold {total} tensors"
                 ),
@@ -113,8 +118,8 @@ fn check_split_keys(shards: &[Shard]) -> Result<(), GgufError> {
         }
     }
     let mut seen = std::collections::HashSet::new();
-    for s in shards {
-        for t in &s.header.tensors {
+    for (_, header) in shards {
+        for t in &header.tensors {
             if !seen.insert(t.name.as_str()) {
                 return Err(GgufError::DuplicateTensor {
                     name: t.name.clone(),
@@ -201,5 +206,78 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("missing shard"), "{err}");
+    }
+
+    /// A 5-shard model of ~0.5 GB (sparse) shards; returns each shard's header length
+    /// without its alignment padding (computed by the writer, independently
+    /// of the reader).
+    fn write_five(dir: &Path) -> Vec<u64> {
+        let mut lens = Vec::new();
+        for i in 0..5u32 {
+            let mut w = Writer::new();
+            if i == 0 {
+                w.kv("general.architecture", Value::String("llama".into()));
+                w.kv(KEY_SPLIT_TENSORS_COUNT, Value::I32(5 * 8));
+            }
+            w.kv(KEY_SPLIT_NO, Value::U16(i as u16));
+            w.kv(KEY_SPLIT_COUNT, Value::U16(5));
+            for j in 0..8 {
+                let name = format!("blk.{}.ffn_up.weight", i * 8 + j);
+                w.tensor(&name, &[4096, 14336], GgmlType::Q8_0);
+            }
+            w.write_sparse(&dir.join(format!("m-{:05}-of-00005.gguf", i + 1)))
+                .unwrap();
+            // Alignment 1 pads nothing: the header proper.
+            w.alignment = 1;
+            lens.push(w.finish().len() as u64);
+        }
+        lens
+    }
+
+    #[test]
+    fn one_shard_of_five_touches_only_its_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let lens = write_five(dir.path());
+        let path = dir.path().join("m-00003-of-00005.gguf");
+        let file_len = std::fs::metadata(&path).unwrap().len();
+        assert!(file_len > 450_000_000, "a ~0.5 GB sparse shard: {file_len}");
+
+        // What the parser consumes: exactly the header, not one padding byte.
+        let f = std::fs::File::open(&path).unwrap();
+        let mut r = crate::gguf::CountingReader::new(std::io::BufReader::new(f));
+        let opts = Options {
+            file_len: Some(file_len),
+            ..Options::default()
+        };
+        let h = crate::gguf::read_header(&mut r, &opts).unwrap();
+        assert_eq!(r.count(), lens[2]);
+        assert_eq!(h.bytes_read, lens[2]);
+
+        // What is read from the file: the header's one page.
+        let (h2, io) = crate::gguf::read_file_counted(&path, &Options::default()).unwrap();
+        assert_eq!(h2, h);
+        assert_eq!(io, crate::gguf::FIRST_READ as u64);
+        assert!(io * 100_000 < file_len, "{io} of {file_len}");
+    }
+
+    #[test]
+    fn five_shards_from_the_last_one() {
+        let dir = tempfile::tempdir().unwrap();
+        write_five(dir.path());
+        let shards = read_model(
+            &dir.path().join("m-00005-of-00005.gguf"),
+            &Options::default(),
+        )
+        .unwrap();
+        let names: Vec<&str> = shards
+            .iter()
+            .flat_map(|s| s.header.tensors.iter().map(|t| t.name.as_str()))
+            .collect();
+        assert_eq!(names.len(), 40);
+        assert_eq!(names[39], "blk.39.ffn_up.weight");
+        assert_eq!(
+            shards[4].header.get(KEY_SPLIT_NO).unwrap().as_u64(),
+            Some(4)
+        );
     }
 }

@@ -43,6 +43,9 @@ pub struct GpuInfo {
     pub pci_bus_id: Option<String>,
     #[serde(default)]
     pub uuid: Option<String>,
+    /// CUDA compute capability (`nvmlDeviceGetCudaComputeCapability`).
+    #[serde(default)]
+    pub compute_capability: Option<(u32, u32)>,
 }
 
 /// What a probe reports about the host.
@@ -370,6 +373,7 @@ pub fn detect(
             link_gbs,
             unified: false,
             endpoint: None,
+            compute_capability: g.compute_capability.map(|(a, b)| format!("{a}.{b}")),
         });
     }
     let hardware = Hardware {
@@ -460,6 +464,12 @@ pub fn render(d: &Detected) -> String {
         if let Some(e) = &dev.endpoint {
             out.push_str(&format!("endpoint = {}\n", toml_string(e)));
         }
+        if let Some(cc) = &dev.compute_capability {
+            out.push_str(&format!(
+                "compute_capability = {}  # nvmlDeviceGetCudaComputeCapability\n",
+                toml_string(cc)
+            ));
+        }
     }
     out
 }
@@ -501,6 +511,7 @@ mod tests {
             max_mem_clock_mhz: Some(10501),
             pci_bus_id: Some("00000000:01:00.0".into()),
             uuid: None,
+            compute_capability: Some((8, 9)),
         }
     }
 
@@ -531,6 +542,7 @@ mod tests {
         assert_eq!(dev.memory_mib, 24564);
         assert_eq!(dev.reserved_mib, 564); // total - free
         assert_eq!(dev.link_gbs, Some(31.51));
+        assert_eq!(dev.compute_capability(), Some((8, 9)));
         assert_eq!(dev.bandwidth_gbs, Some(1008.1));
         assert_eq!(d.hardware.host.memory_mib, 65536);
         // 4 GiB + 1 byte in use rounds up to the next MiB.

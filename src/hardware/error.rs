@@ -54,6 +54,14 @@ pub enum HardwareError {
         kind: &'static str,
         prefix: &'static str,
     },
+    #[error(
+        "devices[{index}] \"{name}\": compute_capability \"{value}\" is not MAJOR.MINOR (e.g. \"8.9\")"
+    )]
+    BadComputeCapability {
+        index: usize,
+        name: String,
+        value: String,
+    },
     #[error("devices[{index}] \"{name}\": memory_mib must be greater than 0")]
     DeviceMemoryZero { index: usize, name: String },
     #[error(

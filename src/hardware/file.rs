@@ -86,6 +86,10 @@ pub struct Device {
     /// `HOST:PORT` of the `rpc-server` (kind rpc only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// CUDA compute capability `"MAJOR.MINOR"` (e.g. `"8.9"`). vLLM runs FP8
+    /// GEMMs natively from 8.9 on (`Fp8LinearMethod`), older GPUs use Marlin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_capability: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -163,7 +167,20 @@ pub enum Pool {
     Host,
 }
 
+/// Parse `"MAJOR.MINOR"` (`"9.0"`, `"12.0"`); `None` if malformed.
+pub fn parse_compute_capability(s: &str) -> Option<(u32, u32)> {
+    let (a, b) = s.trim().split_once('.')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
 impl Device {
+    /// The compute capability as `(major, minor)`, when given.
+    pub fn compute_capability(&self) -> Option<(u32, u32)> {
+        self.compute_capability
+            .as_deref()
+            .and_then(parse_compute_capability)
+    }
+
     /// `memory_mib` as bytes.
     pub fn memory(&self) -> Bytes {
         Bytes::from_mib(self.memory_mib)
@@ -321,6 +338,15 @@ impl Hardware {
                 });
             }
             seen.insert(&d.name, index);
+            if let Some(cc) = &d.compute_capability {
+                if parse_compute_capability(cc).is_none() {
+                    return Err(HardwareError::BadComputeCapability {
+                        index,
+                        name,
+                        value: cc.clone(),
+                    });
+                }
+            }
             let prefix = d.kind.name_prefix();
             let well_named = d
                 .name
@@ -659,5 +685,21 @@ unified = false
         assert_eq!(Hardware::from_toml_str(&text).unwrap(), hw);
         let json = serde_json::to_string(&hw).unwrap();
         assert_eq!(serde_json::from_str::<Hardware>(&json).unwrap(), hw);
+    }
+}
+
+#[cfg(test)]
+mod compute_capability_tests {
+    use super::*;
+
+    #[test]
+    fn compute_capability_is_parsed_and_validated() {
+        let base = "[host]\nmemory_mib = 1024\n[[devices]]\nname = \"CUDA0\"\nkind = \"cuda\"\nmemory_mib = 8192\n";
+        let ok =
+            Hardware::from_toml_str(&format!("{base}compute_capability = \"12.0\"\n")).unwrap();
+        assert_eq!(ok.devices[0].compute_capability(), Some((12, 0)));
+        let err =
+            Hardware::from_toml_str(&format!("{base}compute_capability = \"sm89\"\n")).unwrap_err();
+        assert!(err.to_string().contains("not MAJOR.MINOR"), "{err}");
     }
 }

@@ -53,6 +53,9 @@ impl GpuProbe for NvmlProbe {
                 max_mem_clock_mhz: dev.max_clock_info(Clock::Memory).ok(),
                 pci_bus_id: dev.pci_info().ok().map(|p| p.bus_id),
                 uuid: dev.uuid().ok(),
+                compute_capability: dev.cuda_compute_capability().ok().and_then(|c| {
+                    Some((u32::try_from(c.major).ok()?, u32::try_from(c.minor).ok()?))
+                }),
             });
         }
         Ok(out)

@@ -77,11 +77,13 @@ pub struct Limits {
     pub mip_gap: f32,
 }
 
+/// Defaults: 2 s, and a 2 % gap — the speed model's own error (peak rates,
+/// ignored kernel efficiency) is far larger, so proving more buys nothing.
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             time_limit_s: 2.0,
-            mip_gap: 0.005,
+            mip_gap: 0.02,
         }
     }
 }

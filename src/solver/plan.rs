@@ -272,15 +272,32 @@ impl<'a> Planner<'a> {
             }
         }
         let exact = !req.allow_ffn_host || c.movable.is_none() || (self.alike && !comb_host_short);
-        let run_milp = match req.solver {
-            SolverChoice::Dp => false,
-            SolverChoice::Milp => true,
-            SolverChoice::Auto => !exact,
-        };
         let mut status = if exact {
             Status::DpExact
         } else {
             Status::DpFallback
+        };
+        // Where the DP is not exact, a relaxed DP bounds every layout from
+        // below: a DP plan within the gap of it needs no MILP.
+        let mut proven = exact;
+        if !exact && req.solver != SolverChoice::Milp {
+            if let (Some((_, t)), Some(lb)) = (
+                best.as_ref(),
+                dp::lower_bound(&self.problem(&c, cfg, caps, true)),
+            ) {
+                if *t <= lb * (1.0 + 1e-9) {
+                    status = Status::Optimal;
+                    proven = true;
+                } else if *t <= lb * (1.0 + f64::from(req.limits.mip_gap)) {
+                    status = Status::Gap;
+                    proven = true;
+                }
+            }
+        }
+        let run_milp = match req.solver {
+            SolverChoice::Dp => false,
+            SolverChoice::Milp => true,
+            SolverChoice::Auto => !proven,
         };
         if run_milp && !self.order.is_empty() {
             let p = self.problem(&c, cfg, caps, req.allow_ffn_host);

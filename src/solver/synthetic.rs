@@ -297,6 +297,7 @@ pub fn build(spec: &Spec) -> Model {
             v_width: if full { width } else { 0 },
             recurrent: !full,
             bytes,
+            skipped_bytes: 0,
         });
     }
     b.add(
@@ -343,11 +344,13 @@ pub fn build(spec: &Spec) -> Model {
     let tensors = b
         .classes
         .iter()
+        .zip(&b.tensors)
         .enumerate()
-        .map(|(index, &class)| Tensor {
+        .map(|(index, (&class, e))| Tensor {
             index,
             class,
             skipped: false,
+            bytes: e.n_bytes().unwrap_or(0),
         })
         .collect();
     let profile = ModelProfile {
