@@ -1,8 +1,8 @@
 //! Speed goals of `ggplan plan` (issue #7): a whole plan for a 48-layer,
 //! 512-expert hybrid MoE on 2 GPUs + host ≤ 50 ms; a `--sweep` of 1,000
-//! combinations ≤ 1 s. The model is the synthetic Qwen3-Coder-Next-like
-//! one (`solver::synthetic`), the machine the domain brief's RTX 4090 +
-//! RTX 5070 Ti workstation.
+//! combinations ≤ 1 s. The model is the shipped Qwen3-Coder-Next Q5_K_M
+//! profile (and its synthetic look-alike, `solver::synthetic`), the machine
+//! the domain brief's RTX 4090 + RTX 5070 Ti workstation.
 
 use ggplan::gguf::GgmlType;
 use ggplan::hardware::{presets, Hardware};
@@ -18,6 +18,29 @@ fn main() {
 fn setup() -> (Model, Hardware) {
     let (hw, _) = presets::load_file_or_preset("rtx4090-rtx5070ti").unwrap();
     (build(&Spec::qwen3_next_like()), hw)
+}
+
+fn profile_path() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/qwen3-coder-next-q5_k_m.toml")
+}
+
+/// The shipped Qwen3-Coder-Next Q5_K_M profile (48 blocks, 512 experts,
+/// mixed Q5_K/Q6_K experts): load the profile, analyse, plan, simulate —
+/// everything `ggplan plan models/qwen3-coder-next-q5_k_m.toml --hw
+/// rtx4090-rtx5070ti --ctx 131072` does but parsing argv and printing.
+#[divan::bench]
+fn plan_qwen3_coder_next_profile(bencher: divan::Bencher) {
+    let (_, hw) = setup();
+    let path = profile_path();
+    let req = Request {
+        ctx: CtxRequest::Fixed(131072),
+        ..Request::default()
+    };
+    bencher.bench(|| {
+        let model = Model::load(&path).unwrap();
+        let p = Planner::new(&model, &hw, None).unwrap();
+        p.plan(&req, &PlanningSimulator).unwrap().argv
+    });
 }
 
 /// Model analysis + search + flag synthesis + simulation, as `ggplan plan --ctx 65536` does.
@@ -52,7 +75,8 @@ fn plan_max_ctx_hybrid_moe_2gpu(bencher: divan::Bencher) {
 /// the largest context that fits plus its plan, simulated.
 #[divan::bench(sample_count = 5)]
 fn sweep_1000(bencher: divan::Bencher) {
-    let (model, hw) = setup();
+    let (_, hw) = setup();
+    let model = Model::load(&profile_path()).unwrap();
     let t = |n: &str| GgmlType::from_name(n).unwrap();
     let kv: Vec<(GgmlType, GgmlType)> = [
         ("f16", "f16"),

@@ -19,10 +19,14 @@
 //! copy of the largest host weight (§4.5).
 //!
 //! With `allow_ffn_host`, a range that does not fit moves the movable FFN
-//! (routed experts, or a dense model's FFN) of its first blocks to the host
-//! until it does: the fewest blocks, as one compact `-ot` range. That is
-//! exact when the blocks of a range are alike (as in every MoE without
-//! leading dense layers) and otherwise a good start for the MILP.
+//! (routed experts, or a dense model's FFN) of some of its blocks to the
+//! host until it does, at the least decode cost: blocks are grouped by FFN
+//! size (Q5_K_M mixes Q5_K and Q6_K experts), and for one or two sizes the
+//! cheapest count per size is found by enumeration, so the DP is exact for
+//! the planning model up to the op-offload reserve (the largest FFN tensor
+//! is reserved on the first device). With more sizes the choice is the
+//! fewest blocks, then the fewest bytes. [`lower_bound`] bounds every
+//! layout from below, which lets the planner prove a DP plan within the gap.
 
 // The recurrences read clearest with explicit indices into the tables.
 #![allow(clippy::needless_range_loop)]
@@ -83,7 +87,18 @@ struct Tables {
     min_ffn: u64,
     min_ffn_largest: u64,
     min_read: f64,
+    /// Distinct movable FFNs `(bytes, read)`, largest first (at most
+    /// [`MAX_GROUPS`]; more fall back to moving leading blocks).
+    groups: Vec<(u64, f64)>,
+    /// `cnt[g][i]`: blocks of group `g` among `[0, i)`.
+    cnt: Vec<Vec<u32>>,
 }
+
+/// Size groups the exact segment choice handles.
+pub const MAX_GROUPS: usize = 6;
+
+/// Blocks to move per size group.
+type Pick = [u32; MAX_GROUPS];
 
 fn tables(p: &Problem) -> Tables {
     let c = p.costs;
@@ -119,6 +134,30 @@ fn tables(p: &Problem) -> Tables {
         time.push(t);
         ffn_extra.push(x);
     }
+    let mut groups: Vec<(u64, f64)> = Vec::new();
+    for l in &c.layers {
+        if l.ffn_bytes > 0
+            && !groups
+                .iter()
+                .any(|g| g.0 == l.ffn_bytes && g.1 == l.ffn_read)
+        {
+            groups.push((l.ffn_bytes, l.ffn_read));
+        }
+    }
+    groups.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)));
+    if groups.len() > MAX_GROUPS {
+        groups.clear();
+    }
+    let cnt: Vec<Vec<u32>> = groups
+        .iter()
+        .map(|g| {
+            let mut v = vec![0u32; n + 1];
+            for (il, l) in c.layers.iter().enumerate() {
+                v[il + 1] = v[il] + u32::from(l.ffn_bytes == g.0 && l.ffn_read == g.1);
+            }
+            v
+        })
+        .collect();
     let mut peak = vec![vec![0u64; n + 1]; n + 1];
     for i in 0..n {
         let mut m = 0;
@@ -160,6 +199,8 @@ fn tables(p: &Problem) -> Tables {
             .filter(|l| l.ffn_bytes > 0)
             .map(|l| l.ffn_read)
             .fold(f64::INFINITY, f64::min),
+        groups,
+        cnt,
     }
 }
 
@@ -194,6 +235,16 @@ fn seg(
         return None;
     }
     let deficit = need - cap;
+    let hb = p.rates.host_bandwidth_gbs * GB;
+    let hop = 2.0 * (T_SPLIT_S + c.act_bytes_per_token as f64 / link);
+    if !t.groups.is_empty() && (t.groups.len() <= 2 || !t.relaxed) {
+        // Exact for ≤ 2 sizes (and a good choice beyond): the fewest blocks,
+        // then the fewest bytes among those.
+        let w = weights(t, hb, bw, hop);
+        let pick = choose(t, i, j, deficit, &w)?;
+        let extra: f64 = (0..t.groups.len()).map(|g| f64::from(pick[g]) * w[g]).sum();
+        return Some((time + extra, 0));
+    }
     if t.relaxed {
         // Any set of blocks covering the deficit moves at least `deficit`
         // bytes at `read · (1/BW_host − 1/BW_d)` each and needs at least
@@ -202,7 +253,6 @@ fn seg(
         if total < deficit || t.max_ffn == 0 {
             return None;
         }
-        let hb = p.rates.host_bandwidth_gbs * GB;
         let per_byte = t.min_read * (1.0 / hb - 1.0 / bw);
         let trips = deficit.div_ceil(t.max_ffn);
         // Whole blocks move: at least `trips` of them, each at least the smallest FFN.
@@ -211,7 +261,6 @@ fn seg(
         } else {
             total
         } as f64;
-        let hop = 2.0 * (T_SPLIT_S + c.act_bytes_per_token as f64 / link);
         return Some((time + per_byte * moved + hop * trips as f64, 0));
     }
     // Fewest leading blocks whose FFN bytes cover the deficit.
@@ -221,6 +270,114 @@ fn seg(
         return None;
     }
     Some((time + t.ffn_extra[k][i + m] - t.ffn_extra[k][i], m))
+}
+
+/// The bytes a range is over its device's capacity (`None`: it fits).
+fn seg_deficit(
+    p: &Problem,
+    t: &Tables,
+    k: usize,
+    i: usize,
+    j: usize,
+    out: bool,
+    reserve: u64,
+) -> Option<u64> {
+    let c = p.costs;
+    let mut need = t.bytes[j] - t.bytes[i];
+    let mut peak = t.peak[i][j];
+    if out {
+        need += c.output_bytes;
+        peak = peak.max(c.output_act);
+    }
+    need += c.act_base + peak + reserve;
+    need.checked_sub(p.capacity[p.order[k]]).filter(|&d| d > 0)
+}
+
+/// Decode seconds one moved block of each size group adds on a device.
+fn weights(t: &Tables, hb: f64, bw: f64, hop: f64) -> [f64; MAX_GROUPS] {
+    let mut w = [0.0; MAX_GROUPS];
+    for (g, &(b, r)) in t.groups.iter().enumerate() {
+        let f = b as f64 * r;
+        w[g] = f / hb - f / bw + hop;
+    }
+    w
+}
+
+/// Blocks per size group to move out of `[i, j)` to free `deficit` bytes
+/// at least cost `Σ x_g·w_g`. Exact for one or two sizes (enumerating the
+/// count of the larger); beyond that the fewest blocks (largest first),
+/// then at that count the fewest bytes (smallest first, upgraded one block
+/// at a time).
+fn choose(t: &Tables, i: usize, j: usize, deficit: u64, w: &[f64; MAX_GROUPS]) -> Option<Pick> {
+    let ng = t.groups.len();
+    let mut avail = [0u32; MAX_GROUPS];
+    for g in 0..ng {
+        avail[g] = t.cnt[g][j] - t.cnt[g][i];
+    }
+    if ng <= 2 {
+        let (b0, a0) = (t.groups[0].0, avail[0]);
+        let mut best: Option<(f64, Pick)> = None;
+        for x0 in 0..=a0 {
+            let freed = u64::from(x0) * b0;
+            let x1 = if freed >= deficit {
+                0
+            } else if ng == 2 {
+                let x = (deficit - freed).div_ceil(t.groups[1].0);
+                if x > u64::from(avail[1]) {
+                    continue;
+                }
+                x as u32
+            } else {
+                continue;
+            };
+            let cost = f64::from(x0) * w[0] + f64::from(x1) * w[1];
+            if best.is_none_or(|b| cost < b.0) {
+                let mut p = [0u32; MAX_GROUPS];
+                p[0] = x0;
+                p[1] = x1;
+                best = Some((cost, p));
+            }
+        }
+        return best.map(|b| b.1);
+    }
+    // Fewest blocks: largest first.
+    let mut m = 0u32;
+    let mut freed = 0u64;
+    'count: for g in 0..ng {
+        for _ in 0..avail[g] {
+            if freed >= deficit {
+                break 'count;
+            }
+            freed += t.groups[g].0;
+            m += 1;
+        }
+    }
+    if freed < deficit {
+        return None;
+    }
+    // At m blocks, fewest bytes: smallest first, then upgrade.
+    let mut pick = [0u32; MAX_GROUPS];
+    let mut left = m;
+    for g in (0..ng).rev() {
+        let x = left.min(avail[g]);
+        pick[g] = x;
+        left -= x;
+    }
+    let sum = |p: &Pick| {
+        (0..ng)
+            .map(|g| u64::from(p[g]) * t.groups[g].0)
+            .sum::<u64>()
+    };
+    while sum(&pick) < deficit {
+        // Move one block from the smallest used group to the next larger group with room.
+        let from = (0..ng)
+            .rev()
+            .find(|&g| pick[g] > 0 && (0..g).any(|h| pick[h] < avail[h]))?;
+        let to = (0..from).rev().find(|&h| pick[h] < avail[h])?;
+        pick[from] -= 1;
+        pick[to] += 1;
+    }
+    Some(pick)
 }
 
 #[derive(Clone, Copy)]
@@ -368,6 +525,31 @@ fn run(p: &Problem, relaxed: bool) -> Option<(Layout, f64)> {
         for il in i..j {
             layout.layer_dev[il] = Some(p.order[k]);
             layout.ffn_host[il] = il < i + m && c.layers[il].ffn_bytes > 0;
+        }
+        if !t.groups.is_empty() {
+            if let Some(deficit) = seg_deficit(p, &t, k, i, j, out, reserve) {
+                let d = p.order[k];
+                let bw = p.rates.devices.get(d).map_or(1.0, |r| r.bandwidth_gbs) * GB;
+                let link = p.rates.devices.get(d).map_or(16.0, |r| r.link_gbs) * GB;
+                let hop = 2.0 * (T_SPLIT_S + c.act_bytes_per_token as f64 / link);
+                let w = weights(&t, p.rates.host_bandwidth_gbs * GB, bw, hop);
+                if let Some(mut pick) = choose(&t, i, j, deficit, &w) {
+                    // The leading blocks of each size group: compact -ot ranges.
+                    for il in i..j {
+                        let l = &c.layers[il];
+                        if let Some(g) = t
+                            .groups
+                            .iter()
+                            .position(|g| g.0 == l.ffn_bytes && g.1 == l.ffn_read)
+                        {
+                            if pick[g] > 0 {
+                                pick[g] -= 1;
+                                layout.ffn_host[il] = true;
+                            }
+                        }
+                    }
+                }
+            }
         }
         if out {
             layout.layer_dev[n] = Some(p.order[k]);

@@ -65,7 +65,7 @@ impl Status {
             Status::Gap => "gap",
             Status::TimeLimit => "time limit",
             Status::DpExact => "optimal (exact DP)",
-            Status::DpFallback => "greedy (MILP found nothing better)",
+            Status::DpFallback => "heuristic (not proven)",
         }
     }
 }

@@ -716,6 +716,37 @@ mod tests {
     }
 
     #[test]
+    fn hand_written_placements_get_the_same_prediction() {
+        let m = build(&Spec::qwen3_next_like());
+        let hw = two_gpus();
+        let p = Planner::new(&m, &hw, None).unwrap();
+        let req = Request {
+            ctx: CtxRequest::Fixed(32768),
+            ..Request::default()
+        };
+        let out = p.plan(&req, &PlanningSimulator).unwrap();
+        // Rebuild the layout from per-tensor places, as the exact simulator reports them.
+        let l = &out.plan.layout;
+        let layout = layout_from_tensors(&m, l.layer_dev.clone(), |i| match m.tensors[i].class {
+            crate::model::TensorClass::Layer { layer, group } => {
+                let il = layer as usize;
+                if group == crate::model::TensorGroup::FfnRouted && l.ffn_host[il] {
+                    Some(None)
+                } else {
+                    Some(l.layer_dev[il])
+                }
+            }
+            _ => Some(None),
+        });
+        assert_eq!(&layout, l);
+        let pred = predict_layout(&m, &hw, &out.plan.ctx, &layout, true).unwrap();
+        assert_eq!(pred, out.prediction);
+        // No bandwidths, no prediction.
+        let bare = Hardware::from_toml_str("[host]\nmemory_mib = 65536\n").unwrap();
+        assert!(predict_layout(&m, &bare, &out.plan.ctx, &Layout::cpu_only(48), true).is_none());
+    }
+
+    #[test]
     fn does_not_fit_names_the_host_and_nearest_plans() {
         let m = build(&Spec::qwen3_next_like());
         let hw = Hardware::from_toml_str(
@@ -745,6 +776,8 @@ pub struct SweepRow {
     pub max_ctx: Option<u64>,
     pub decode_tps: Option<f64>,
     pub prefill_tps: Option<f64>,
+    /// How the row's placement was decided (`Status::as_str`).
+    pub solver_status: Option<String>,
     pub argv: Vec<String>,
 }
 
@@ -768,6 +801,12 @@ impl Planner<'_> {
             } else {
                 vec![true]
             },
+            // Rows use the DP and its lower bound; the MILP is for single plans.
+            solver: if base.solver == SolverChoice::Milp {
+                SolverChoice::Milp
+            } else {
+                SolverChoice::Dp
+            },
             ..base.clone()
         };
         let name = |t: GgmlType| t.name().unwrap_or("?").to_ascii_lowercase();
@@ -779,9 +818,11 @@ impl Planner<'_> {
             max_ctx: None,
             decode_tps: None,
             prefill_tps: None,
+            solver_status: None,
             argv: Vec::new(),
         };
         if let Ok(o) = self.plan(&req, sim) {
+            row.solver_status = Some(o.status.as_str().to_string());
             row.max_ctx = Some(o.plan.ctx.n_ctx);
             if self.rates.complete {
                 row.decode_tps = Some(o.prediction.decode_tps);
