@@ -74,7 +74,7 @@ pub struct Args {
     /// Never move routed experts (dense models: FFNs) to the host.
     #[arg(long)]
     pub no_ffn_host: bool,
-    /// Placement solver: auto (exact DP, MILP where the DP is not exact), dp, milp.
+    /// Placement solver: auto (the DP; the MILP where the DP's plan is not proven within --gap), dp, milp.
     #[arg(long, default_value = "auto")]
     pub solver: String,
     /// MILP time limit in seconds.
@@ -101,7 +101,7 @@ pub struct Args {
     /// Show the --fit and plain -ngl baselines and why the plan differs.
     #[arg(long)]
     pub explain: bool,
-    /// Also write the plan as a deploy config: shell, models-conf, llama-swap, preset.
+    /// Print the plan as a deploy config instead of the table: shell, models-conf, llama-swap, preset.
     #[arg(long, value_name = "FORMAT")]
     pub emit: Option<String>,
     /// Entry name for --emit (default: the model file's stem).

@@ -190,3 +190,36 @@ fn no_bandwidths_no_prediction() {
     assert!(v["predicted"].is_null());
     assert!(v["devices"][0]["time_share"].is_null());
 }
+
+#[test]
+fn shipped_profile_plans_within_the_gap_and_emits_a_models_conf_section() {
+    let args = [
+        "plan",
+        "models/qwen3-coder-next-q5_k_m.toml",
+        "--hw",
+        "rtx4090-rtx5070ti",
+        "--ctx",
+        "131072",
+    ];
+    let out = ggplan().args(args).arg("--json").assert().success();
+    let v = json(&out);
+    let status = v["solver_status"].as_str().unwrap();
+    assert!(status == "gap" || status == "optimal", "{status}");
+    assert_eq!(v["devices"][0]["name"], "CUDA0");
+    let out = ggplan()
+        .args(args)
+        .args(["--emit", "models-conf", "--name", "qwen3-coder-next"])
+        .assert()
+        .success();
+    let s = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    for want in [
+        "[qwen3-coder-next]",
+        "CTX_SIZE=131072",
+        "N_GPU_LAYERS=49",
+        "FIT=off",
+        "-fa on",
+        "predicted",
+    ] {
+        assert!(s.contains(want), "{want} missing:\n{s}");
+    }
+}
