@@ -14,6 +14,7 @@
 //!   `blk\.(1[5-9]|2[0-1])\.ffn_(up|down|gate|gate_up)_(ch|)exps=CPU`
 //!   (routed experts, llama.cpp's `LLM_FFN_EXPS_REGEX`) or
 //!   `blk\.(…)\.ffn_(up|down|gate|gate_up)\.=CPU` (a dense FFN).
+//! * `--load-mode none` when weights stay on the host next to a GPU (see [`argv`]).
 //! * Always explicit: `-c -np [-kvu] -b -ub -fa -ctk -ctv -fit off`
 //!   (`--fit` is on by default and would re-place anything left unset).
 
@@ -182,6 +183,16 @@ pub fn argv(plan: &Plan) -> Vec<String> {
     let ot = overrides(plan, fallback);
     if !ot.is_empty() {
         push(&mut a, "-ot", ot.join(","));
+    }
+    // Host-resident weights (CPU blocks, host FFNs): load without mmap, as
+    // llama.cpp itself recommends for CPU overrides. The host then holds
+    // exactly those tensors (pinned `CUDA_Host`), instead of a `CPU_Mapped`
+    // span that also covers the GPU tensors lying between them in the file
+    // (`get_mapping_range`, internals notes §1.11).
+    let host_weights =
+        (0..n).any(|il| plan.layout.ffn_on_host(il)) || plan.layout.layer_dev[n].is_none();
+    if host_weights && !used.is_empty() {
+        push(&mut a, "--load-mode", "none".into());
     }
     push(
         &mut a,

@@ -228,6 +228,9 @@ fn parse(argv: &[String], n_ctx_train: u64) -> Result<Parsed, SimError> {
                     GgmlType::from_name(v).ok_or_else(|| bad(f, format!("unknown type {v:?}")))?
             }
             "-fit" | "--fit" => {}
+            // Sizes here are tensor sums: the mmap span (`CPU_Mapped`) is
+            // the exact simulator's business.
+            "-lm" | "--load-mode" => {}
             _ => return Err(bad(f, "not modelled by the planning simulator")),
         }
     }
