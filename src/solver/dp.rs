@@ -272,6 +272,45 @@ fn seg(
     Some((time + t.ffn_extra[k][i + m] - t.ffn_extra[k][i], m))
 }
 
+/// Mark `pick` blocks per size group of `[i, j)` as host-FFN: the first
+/// window of consecutive blocks holding exactly those counts (one `-ot`
+/// range), else the leading blocks of each group.
+fn mark(t: &Tables, c: &Costs, i: usize, j: usize, pick: Pick, layout: &mut Layout) {
+    let group = |il: usize| {
+        let l = &c.layers[il];
+        t.groups
+            .iter()
+            .position(|g| g.0 == l.ffn_bytes && g.1 == l.ffn_read)
+    };
+    let ng = t.groups.len();
+    for a in i..j {
+        let mut have = [0u32; MAX_GROUPS];
+        for b in a..j {
+            if let Some(g) = group(b) {
+                have[g] += 1;
+                if have[g] > pick[g] {
+                    break;
+                }
+            }
+            if have[..ng] == pick[..ng] {
+                for il in a..=b {
+                    layout.ffn_host[il] = group(il).is_some();
+                }
+                return;
+            }
+        }
+    }
+    let mut left = pick;
+    for il in i..j {
+        if let Some(g) = group(il) {
+            if left[g] > 0 {
+                left[g] -= 1;
+                layout.ffn_host[il] = true;
+            }
+        }
+    }
+}
+
 /// The bytes a range is over its device's capacity (`None`: it fits).
 fn seg_deficit(
     p: &Problem,
@@ -533,21 +572,8 @@ fn run(p: &Problem, relaxed: bool) -> Option<(Layout, f64)> {
                 let link = p.rates.devices.get(d).map_or(16.0, |r| r.link_gbs) * GB;
                 let hop = 2.0 * (T_SPLIT_S + c.act_bytes_per_token as f64 / link);
                 let w = weights(&t, p.rates.host_bandwidth_gbs * GB, bw, hop);
-                if let Some(mut pick) = choose(&t, i, j, deficit, &w) {
-                    // The leading blocks of each size group: compact -ot ranges.
-                    for il in i..j {
-                        let l = &c.layers[il];
-                        if let Some(g) = t
-                            .groups
-                            .iter()
-                            .position(|g| g.0 == l.ffn_bytes && g.1 == l.ffn_read)
-                        {
-                            if pick[g] > 0 {
-                                pick[g] -= 1;
-                                layout.ffn_host[il] = true;
-                            }
-                        }
-                    }
+                if let Some(pick) = choose(&t, i, j, deficit, &w) {
+                    mark(&t, c, i, j, pick, layout);
                 }
             }
         }
