@@ -26,7 +26,10 @@
 
 pub mod cli;
 pub mod gguf;
+pub mod hardware;
 pub mod model;
+pub mod solver;
 pub mod units;
+pub mod vllm;
 
 pub use units::Bytes;

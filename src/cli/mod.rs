@@ -9,9 +9,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod detect;
 pub mod exit;
 pub mod header;
+pub mod hw;
+pub mod inspect;
+pub mod profile;
 pub mod table;
+pub mod tp;
 
 /// Plan where an LLM's tensors live before you deploy it.
 #[derive(Debug, Parser)]
@@ -25,6 +30,16 @@ pub struct Cli {
 pub enum Command {
     /// Show a GGUF file's raw header: metadata, tensor types and sizes.
     Header(header::Args),
+    /// Show a hardware file's (or preset's) effective capacity per device.
+    Hw(hw::Args),
+    /// Write a hardware file for this machine (NVIDIA GPUs through NVML, RAM and cores from the OS).
+    Detect(detect::Args),
+    /// vLLM tensor/pipeline-parallel validity, KV budget and the `vllm serve` line.
+    Tp(tp::Args),
+    /// Show a model's layout: per block attention kind, KV widths, bytes by group; totals.
+    Inspect(inspect::Args),
+    /// Save a model's profile (tensor table + planner metadata) as TOML.
+    Profile(profile::Args),
 }
 
 /// Parse `std::env::args`, run, and turn the outcome into an exit code.
@@ -47,6 +62,11 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Header(a) => header::run(a),
+        Command::Hw(a) => hw::run(a),
+        Command::Detect(a) => detect::run(a),
+        Command::Tp(a) => tp::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Profile(a) => profile::run(a),
     }
 }
 

@@ -18,12 +18,12 @@
 //! `?download=true` is kept).
 
 use std::io::{self, BufRead, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::shard::{check_split_keys, parse_shard_name};
+use super::shard::{check_split_keys, parse_shard_name, Shard};
 use super::{read_header, GgufError, Header, Options};
 
 /// Settings of a remote read.
@@ -306,6 +306,18 @@ pub struct RemoteHeader {
     /// Total file length, from `Content-Range`.
     pub file_len: u64,
     pub stats: FetchStats,
+}
+
+/// A remote file as a [`Shard`] (its `path` is the URL), so code written for
+/// local models — `ModelProfile::from_shards` — takes remote ones unchanged.
+impl From<RemoteHeader> for Shard {
+    fn from(r: RemoteHeader) -> Shard {
+        Shard {
+            path: PathBuf::from(r.url),
+            header: r.header,
+            file_len: r.file_len,
+        }
+    }
 }
 
 /// Turn a reader error into a [`GgufError`] that names the URL: a failed

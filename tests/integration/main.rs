@@ -1,6 +1,9 @@
 mod gguf_roundtrip;
+mod hardware;
 #[cfg(feature = "remote")]
 mod http_server;
+mod inspect;
 #[cfg(feature = "remote")]
 mod remote;
 mod smoke;
+mod tp;

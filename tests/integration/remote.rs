@@ -107,6 +107,30 @@ fn remote_header_equals_local_and_fetches_only_the_header() {
 }
 
 #[test]
+fn remote_profile_equals_local_profile() {
+    use ggplan::gguf::shard::Shard;
+    use ggplan::model::{ModelProfile, ProfileOptions};
+    let w = model_writer(None);
+    let dir = tempfile::tempdir().unwrap();
+    let local_path = dir.path().join("m.gguf");
+    w.write_sparse(&local_path).unwrap();
+    let server = Server::start(HashMap::from([("/m.gguf".into(), vfile(&w))]), Mode::Range);
+    let shards: Vec<Shard> = read_model_url(
+        &format!("{}/m.gguf", server.base),
+        &RemoteOptions::default(),
+    )
+    .unwrap()
+    .into_iter()
+    .map(Shard::from)
+    .collect();
+    let opts = ProfileOptions::default();
+    let remote = ModelProfile::from_shards(&shards, &opts).unwrap();
+    let local = ModelProfile::from_gguf(&local_path, &opts).unwrap();
+    assert_eq!(remote, local);
+    assert_eq!(remote.tensors.len(), 4);
+}
+
+#[test]
 fn redirects_keep_the_range() {
     let w = model_writer(None);
     let server = Server::start(

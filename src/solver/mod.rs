@@ -1,0 +1,7 @@
+//! Searching placements: which device holds which layers and which tensors,
+//! for the best predicted speed under every device's memory limit.
+//!
+//! Every candidate a solver returns is re-simulated by [`crate::llamacpp`]
+//! before it is shown: the planner never emits flags it has not simulated.
+
+pub mod ranges;
