@@ -390,7 +390,11 @@ pub fn read_header<R: BufRead>(r: R, opts: &Options) -> Result<Header, GgufError
             String::from_utf8(raw).map_err(|_| GgufError::NameNotUtf8 { offset: name_at })?;
         let n_dims = c.u32(&name)? as u64;
         if n_dims as usize > MAX_DIMS {
-            return Err(GgufError::TooManyDims { name, n_dims });
+            return Err(GgufError::TooManyDims {
+                name,
+                n_dims,
+                at: name_at,
+            });
         }
         let mut dims = Vec::with_capacity(n_dims as usize);
         for _ in 0..n_dims {
@@ -409,7 +413,11 @@ pub fn read_header<R: BufRead>(r: R, opts: &Options) -> Result<Header, GgufError
             })
             .is_none()
         {
-            return Err(GgufError::DimsOverflow { name, dims });
+            return Err(GgufError::DimsOverflow {
+                name,
+                dims,
+                at: name_at,
+            });
         }
         if let Some(tr) = ty.traits() {
             let ne0 = dims.first().copied().unwrap_or(1);
@@ -419,10 +427,15 @@ pub fn read_header<R: BufRead>(r: R, opts: &Options) -> Result<Header, GgufError
                     ne0,
                     ty: ty.to_string(),
                     block: tr.block_elems,
+                    at: name_at,
                 });
             }
             if ty.nbytes(&dims).is_none() {
-                return Err(GgufError::DimsOverflow { name, dims });
+                return Err(GgufError::DimsOverflow {
+                    name,
+                    dims,
+                    at: name_at,
+                });
             }
         }
         if offset % alignment != 0 {
@@ -430,6 +443,7 @@ pub fn read_header<R: BufRead>(r: R, opts: &Options) -> Result<Header, GgufError
                 name,
                 offset,
                 alignment,
+                at: name_at,
             });
         }
         if !seen_names.insert(name.clone()) {
