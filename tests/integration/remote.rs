@@ -225,6 +225,24 @@ fn missing_content_range_is_a_clear_error() {
 }
 
 #[test]
+fn a_header_larger_than_max_fetch_stops() {
+    let opts = RemoteOptions {
+        max_fetch: 100_000,
+        ..small_chunks()
+    };
+    let w = model_writer(None);
+    let server = Server::start(HashMap::from([("/m.gguf".into(), vfile(&w))]), Mode::Range);
+    let err = read_url(&format!("{}/m.gguf", server.base), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("larger than the 100000 bytes"), "{err}");
+    // 64 KiB, then the 34,464 bytes left under the cap.
+    let seen = server.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].range, Some((65_536, 99_999)));
+}
+
+#[test]
 fn slow_server_times_out() {
     let opts = RemoteOptions {
         timeout: Duration::from_millis(300),
