@@ -13,11 +13,20 @@
 //! ([`GgmlType`]) and reports their size as unknown instead of failing.
 //!
 //! Defences against hostile input: every length is checked against the bytes
-//! that remain (when the file length is known) and data is read in bounded
-//! chunks otherwise, so a lying count can never cause an allocation larger
-//! than the bytes actually present; nesting depth is limited; keys must be
-//! UTF-8 (values are decoded lossily: real vocabularies contain invalid
-//! UTF-8 tokens).
+//! that remain (when the file length is known); strings grow only as their
+//! bytes arrive and array pre-allocation is capped otherwise, so a lying
+//! count can never cause an allocation larger than the bytes actually
+//! present; nesting depth is limited; dims follow ggml's int64 rules
+//! (`gguf_init_from_file_impl`); keys and tensor names must be UTF-8 (values
+//! are decoded lossily: real vocabularies contain invalid UTF-8 tokens).
+//! `tests/integration/gguf_roundtrip.rs` (proptest) and `fuzz/` (cargo-fuzz)
+//! check that no input panics.
+//!
+//! Bytes touched: [`read_file`] reads 4 KiB, then doubling ([`FIRST_READ`],
+//! [`MAX_READ`]), so one shard of a split model costs its header rounded up
+//! to a page or so ([`read_file_counted`] reports it); [`CountingReader`]
+//! counts what any reader delivers. Remote reads report requests and bytes
+//! fetched (`remote::FetchStats`).
 //!
 //! ```
 //! use ggplan::gguf::{read_header, Options};
