@@ -4,7 +4,7 @@
 //! metadata count (`u64` since v2), the metadata key/value pairs, one tensor
 //! info per tensor (name, dims in ggml order, type id, offset into the data
 //! region), padding to `general.alignment`, then the data. Everything a planner
-//! needs is in front of the data, so [`read_header`] works on any [`BufRead`]:
+//! needs is in front of the data, so [`read_header`] works on any [`BufRead`](std::io::BufRead):
 //! a file, an in-memory prefix, or an HTTP range reader ([`remote`]).
 //!
 //! Why in-house: the crates measured for this project (gguf-rs, ggus, gguf,
