@@ -37,7 +37,7 @@ pub enum GgufError {
         len: u64,
         remaining: u64,
     },
-    #[error("{what} at byte {offset}: count {count} exceeds the limit {limit}")]
+    #[error("{what} at byte {offset} is {count}, but the rest of the file can hold at most {limit} (truncated file or corrupt count)")]
     CountTooLarge {
         what: String,
         offset: u64,

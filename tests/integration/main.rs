@@ -1,5 +1,6 @@
 mod gguf_roundtrip;
 mod hardware;
+mod header_errors;
 #[cfg(feature = "remote")]
 mod http_server;
 mod inspect;
