@@ -25,6 +25,8 @@
 //! oracle fixtures (`tests/fixtures/oracle/`, produced by `oracle/`).
 
 pub mod cli;
+pub mod emit;
+pub mod fsutil;
 pub mod gguf;
 pub mod hardware;
 pub mod model;

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod detect;
+pub mod emit;
 pub mod exit;
 pub mod header;
 pub mod hw;
@@ -40,6 +41,9 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Save a model's profile (tensor table + planner metadata) as TOML.
     Profile(profile::Args),
+    /// Render llama-server flags as a shell line, models.conf section,
+    /// llama-swap entry or router preset; or update one entry of a file.
+    Emit(Box<emit::Args>),
 }
 
 /// Parse `std::env::args`, run, and turn the outcome into an exit code.
@@ -67,6 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tp(a) => tp::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Profile(a) => profile::run(a),
+        Command::Emit(a) => emit::run(a),
     }
 }
 

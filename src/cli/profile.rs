@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 
+use crate::fsutil::{write_atomic, Mode};
 use crate::model::{Model, ModelProfile, Provenance};
 use crate::units::Bytes;
 
@@ -23,6 +24,10 @@ pub struct Args {
     /// Write the profile here (default: stdout).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// Replace an existing output file (otherwise it is left untouched and
+    /// the command fails).
+    #[arg(long, requires = "output")]
+    pub force: bool,
     /// Profile name (default: general.name, else the file stem).
     #[arg(long)]
     pub name: Option<String>,
@@ -83,8 +88,21 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let text = model.profile.to_toml();
     match &args.output {
         Some(path) => {
-            std::fs::write(path, &text)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            let mode = if args.force {
+                Mode::Replace
+            } else {
+                Mode::CreateNew
+            };
+            write_atomic(path, text.as_bytes(), mode).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    anyhow::anyhow!(
+                        "{} already exists (pass --force to replace it)",
+                        path.display()
+                    )
+                } else {
+                    anyhow::Error::new(e).context(format!("cannot write {}", path.display()))
+                }
+            })?;
             eprintln!(
                 "wrote {}: {} tensors, {} ({} B), {} bytes of TOML",
                 path.display(),

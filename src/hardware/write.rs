@@ -3,86 +3,39 @@
 //! reader never sees half a file and an interrupted write leaves the old
 //! file intact.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use crate::fsutil::{self, Mode};
 
 use super::error::WriteError;
 
-/// Write `contents` to `path` atomically. Without `overwrite`, an existing
-/// `path` is an error ([`WriteError::Exists`]) and is never touched.
+/// Write `contents` to `path` atomically ([`crate::fsutil`]). Without
+/// `overwrite`, an existing `path` is an error ([`WriteError::Exists`]) and
+/// is never touched.
 pub fn write_atomic(path: &Path, contents: &[u8], overwrite: bool) -> Result<(), WriteError> {
-    let io = |source: std::io::Error| WriteError::Io {
-        path: path.to_path_buf(),
-        source,
+    let mode = if overwrite {
+        Mode::Replace
+    } else {
+        Mode::CreateNew
     };
-    if !overwrite && path.exists() {
-        return Err(WriteError::Exists {
-            path: path.to_path_buf(),
-        });
-    }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let (tmp, mut file) = create_temp(&dir, &file_name).map_err(io)?;
-    let result = (|| {
-        file.write_all(contents)?;
-        file.sync_all()?;
-        drop(file);
-        if overwrite {
-            fs::rename(&tmp, path)
+    fsutil::write_atomic(path, contents, mode).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AlreadyExists {
+            WriteError::Exists {
+                path: path.to_path_buf(),
+            }
         } else {
-            // link(2) fails with EEXIST instead of replacing: no window in
-            // which another writer's file could be clobbered. Filesystems
-            // without hard links (some FUSE/SMB mounts) fall back to a
-            // check-then-rename, which has that window but is still atomic
-            // for readers.
-            match fs::hard_link(&tmp, path) {
-                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                    if path.exists() {
-                        Err(std::io::ErrorKind::AlreadyExists.into())
-                    } else {
-                        fs::rename(&tmp, path)
-                    }
-                }
-                other => other,
+            WriteError::Io {
+                path: path.to_path_buf(),
+                source,
             }
         }
-    })();
-    let _ = fs::remove_file(&tmp);
-    match result {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(WriteError::Exists {
-            path: path.to_path_buf(),
-        }),
-        Err(e) => Err(io(e)),
-    }
-}
-
-fn create_temp(dir: &Path, file_name: &str) -> std::io::Result<(PathBuf, fs::File)> {
-    let pid = std::process::id();
-    for attempt in 0..100u32 {
-        let tmp = dir.join(format!(".{file_name}.{pid}.{attempt}.tmp"));
-        match OpenOptions::new().write(true).create_new(true).open(&tmp) {
-            Ok(f) => return Ok((tmp, f)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::AlreadyExists,
-        "no free temporary file name in the target directory",
-    ))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn refuses_to_overwrite_without_force() {

@@ -289,9 +289,14 @@ impl ModelProfile {
         Self::from_toml_str(&text, path)
     }
 
-    /// Write the profile as TOML.
+    /// Write the profile as TOML, atomically (replacing `path`).
     pub fn save_toml(&self, path: &Path) -> Result<(), ModelError> {
-        std::fs::write(path, self.to_toml()).map_err(|source| ModelError::Write {
+        crate::fsutil::write_atomic(
+            path,
+            self.to_toml().as_bytes(),
+            crate::fsutil::Mode::Replace,
+        )
+        .map_err(|source| ModelError::Write {
             path: path.to_path_buf(),
             source,
         })

@@ -1,3 +1,5 @@
+mod emit;
+mod emit_llamacpp;
 mod gguf_roundtrip;
 mod hardware;
 mod header_errors;
