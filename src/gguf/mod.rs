@@ -47,7 +47,9 @@ pub mod write;
 
 pub use count::CountingReader;
 pub use error::GgufError;
-pub use read::{read_file, read_file_counted, read_header, Options, FIRST_READ, MAX_READ};
+pub use read::{
+    read_file, read_file_counted, read_header, Options, FIRST_READ, MAX_DEPTH_CAP, MAX_READ,
+};
 pub use types::{GgmlType, TypeTraits};
 pub use value::{Value, ValueType};
 
