@@ -292,7 +292,8 @@ def _lines(raw: dict) -> list[str]:
 
 def parse_log(lines: list[str]) -> dict:
     d: dict = {"layers": {}, "cells_swa": None, "cells_base": None, "splits": None,
-               "output": None, "fa": None, "copies": None, "notes": []}
+               "output": None, "fa": None, "copies": None, "overridden": {}, "notes": [],
+               "kv_layers": {"attn": [], "recr": []}}
     for ln in lines:
         mm = re.search(r"layer\s+(\d+) assigned to device (\S+?), is_swa = (\d)", ln)
         if mm:
@@ -315,6 +316,17 @@ def parse_log(lines: list[str]) -> dict:
         mm = re.search(r"llama_context:\s+(\S+)\s+output buffer size =\s+([\d.]+) MiB", ln)
         if mm:
             d["output"] = (mm.group(1), float(mm.group(2)))
+            continue
+        # per-layer placement of the attention KV cache / recurrent state (llama_kv_cache and
+        # llama_memory_recurrent constructors); "filtered"/"skipped" layers have none
+        mm = re.search(r"^(llama_kv_cache|llama_memory_recurrent)[:,] layer\s+(\d+): dev = (\S+)", ln)
+        if mm:
+            kind = "attn" if mm.group(1) == "llama_kv_cache" else "recr"
+            d["kv_layers"][kind].append([int(mm.group(2)), mm.group(3)])
+            continue
+        mm = re.search(r"^tensor \S+ \(.*\) buffer type overridden to (\S+)", ln)
+        if mm:
+            d["overridden"][mm.group(1)] = d["overridden"].get(mm.group(1), 0) + 1
             continue
         mm = re.search(r"sched copies = (\d+)", ln)
         if mm:
@@ -345,7 +357,12 @@ def to_fixture(m: ModelInfo, case: Case, raw: dict, eps: list[str]) -> dict:
         dev, is_swa = lg["layers"][il]
         layers.append({"index": il, "device": dev})
     buffers = []
-    for b in raw["buffers"]:
+    dev_order = {d["name"]: i for i, d in enumerate(raw["devices"])}
+
+    def border(b):  # devices in llama.cpp order, then the host-side buffer types by name
+        return (dev_order.get(b["device"], len(dev_order)), b["buft"])
+
+    for b in sorted(raw["buffers"], key=border):
         # host buffer types have no device of their own (ggml_backend_buft_get_device = NULL)
         dev = b["device"] if b["device"] is not None else "CPU"
         buffers.append({
@@ -369,6 +386,9 @@ def to_fixture(m: ModelInfo, case: Case, raw: dict, eps: list[str]) -> dict:
         "n_ctx_seq": raw["n_ctx_seq"],
         "n_stream": n_stream,
         "cells_swa": lg["cells_swa"],
+        # [layer, device] for every layer that has attention KV / recurrent state
+        "layers_attn": sorted(lg["kv_layers"]["attn"]),
+        "layers_recr": sorted(lg["kv_layers"]["recr"]),
     }
     fx = {
         "schema": 1,
@@ -388,7 +408,8 @@ def to_fixture(m: ModelInfo, case: Case, raw: dict, eps: list[str]) -> dict:
         "buffers": buffers,
         "output_buffer": output,
         "layers": layers,
-        "n_layer": n_layer,
+        "n_layer": n_layer,  # block_count, NextN blocks included; layers[n_layer] = output
+        "n_layer_nextn": int(raw.get("n_layer_nextn", 0) or 0),
         "graph_splits": lg["splits"],
         "kv": kv,
         "ctx": {
@@ -400,6 +421,9 @@ def to_fixture(m: ModelInfo, case: Case, raw: dict, eps: list[str]) -> dict:
             "flash_attn": lg["fa"],
             "sched_copies": lg["copies"],
         },
+        # -ot / --cpu-moe / --n-cpu-moe: how many tensors each override sent where (the
+        # requested CPU becomes CPU_REPACK for repackable types unless -nr)
+        "overridden": dict(sorted(lg["overridden"].items())),
         "notes": "; ".join(notes + case_notes(lines)),
     }
     return fx
@@ -417,7 +441,6 @@ def case_notes(lines: list[str]) -> list[str]:
         r"cannot be used with preferred buffer type",
         r"quantized V cache",
         r"n_ctx_seq \(\d+\) > n_ctx_train",
-        r"buffer type overridden",
     ]
     for ln in lines:
         for p in pats:
@@ -426,6 +449,18 @@ def case_notes(lines: list[str]) -> list[str]:
                 if s not in keep:
                     keep.append(s[:200])
     return keep
+
+
+def dump_fixture(fx: dict) -> str:
+    """Stable, compact JSON: one top-level key per line, one device/buffer per line."""
+    parts = []
+    for k, v in fx.items():
+        if k in ("devices", "buffers") and v:
+            inner = ",\n  ".join(json.dumps(x) for x in v)
+            parts.append(f'"{k}": [\n  {inner}\n ]')
+        else:
+            parts.append(f"{json.dumps(k)}: {json.dumps(v)}")
+    return "{\n " + ",\n ".join(parts) + "\n}\n"
 
 
 def check_fixture(fx: dict) -> list[str]:
@@ -535,7 +570,7 @@ def main() -> int:
                     continue
                 out = a.out / m.name / f"{c.slug}.json"
                 out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text(json.dumps(fx, indent=1) + "\n")
+                out.write_text(dump_fixture(fx))
                 counts[m.arch] = counts.get(m.arch, 0) + 1
                 print(f"ok   {tag} ({dt:.1f}s)", flush=True)
     finally:

@@ -1,1 +1,2 @@
+mod oracle_fixtures;
 mod smoke;
