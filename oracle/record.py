@@ -19,6 +19,7 @@ import atexit
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -271,6 +272,122 @@ def matrix(m: ModelInfo, eps: list[str]) -> list[Case]:
     return cases
 
 
+def fit_matrix(m: ModelInfo, eps: list[str]) -> list[Case]:
+    """llama-fit-params cases: what --fit decides for these fake GPUs (its default margin
+    -fitt 1024 MiB per device, plus "tight" variants whose -fitt margins are computed in
+    run_fit so that only 60 % of what full offload needs is usable: even tiny models spill)."""
+    cases = []
+
+    def add(slug: str, args: list[str], n_dev: int) -> None:
+        if n_dev <= len(eps):
+            cases.append(Case(slug, "fit-params", args, n_dev))
+
+    for n in (1, 2, 3):
+        add(f"fit-rpc{n}-c4096-np1", ["-c", "4096", "-np", "1"], n)
+    add("fit-rpc2-c-auto-np1", ["-np", "1"], 2)  # -c unset: fit may lower the context
+    add("fit-rpc2-c8192-np4", ["-c", "8192", "-np", "4"], 2)  # (llama-fit-params has no -kvu)
+    for n in (1, 2, 3):
+        add(f"fit-rpc{n}-c4096-np1-tight", ["-c", "4096", "-np", "1"], n)
+    return cases
+
+
+def run_fit(build: Path, probe: Path, m: ModelInfo, case: Case, eps: list[str], timeout: int) -> dict:
+    """Run llama-fit-params, then measure its answer with the probe (completion semantics,
+    as llama-fit-params itself measures: it leaves n_outputs_max = n_batch)."""
+    fit_bin = build / "bin/llama-fit-params"
+    if case.slug.endswith("-tight"):
+        # margins: usable = 60 % of what each device needs with everything offloaded
+        # (sum over devices for a single one), measured like fit measures (completion semantics)
+        full = run_probe(probe, m, Case(case.slug, "completion", ["-fit", "off", "-ngl", "99"] + case.args,
+                                        case.n_dev), eps, timeout)
+        if "buffers" not in full:
+            return {"error": f"tight pre-measure: {full.get('error')}"}
+        need = {}
+        for b in full["buffers"]:
+            if b["device"] and b["device"].startswith("RPC"):
+                need[b["device"]] = need.get(b["device"], 0) + b["model"] + b["context"] + b["compute"]
+        fitt = []
+        for i in range(case.n_dev):
+            usable = need.get(f"RPC{i}", 0) * 6 // 10
+            fitt.append(str(max(0, FAKE_MIB[i] - usable // (1 << 20))))
+        case = Case(case.slug, case.tool, case.args + ["-fitt", ",".join(fitt)], case.n_dev)
+    cmd = [str(fit_bin), "-m", str(m.path), "--rpc", ",".join(eps[: case.n_dev])] + case.args
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("-c ")]
+    if p.returncode != 0 or not lines:
+        return {"error": f"llama-fit-params rc={p.returncode}: {p.stderr.strip()[-300:]}"}
+    raw = lines[-1].strip()
+    toks = shlex.split(raw)
+    fitted: dict = {"raw": raw, "c": None, "ngl": None, "ts": None, "ot": []}
+    i = 0
+    while i < len(toks):
+        k, v = toks[i], toks[i + 1] if i + 1 < len(toks) else ""
+        if k == "-c":
+            fitted["c"] = int(v)
+        elif k == "-ngl":
+            fitted["ngl"] = int(v)
+        elif k == "-ts":
+            fitted["ts"] = [int(x) for x in v.split(",")]
+        elif k == "-ot":
+            fitted["ot"] = v.split(",")
+        i += 2
+    # measure the fitted configuration (the flags the user gave, with fit's answers on top)
+    given = [a for a in case.args]
+    j = 0
+    measure = []
+    while j < len(given):  # drop -fitt and -c (fit's -c replaces it)
+        if given[j] in ("-fitt", "-c"):
+            j += 2
+            continue
+        measure.append(given[j])
+        j += 1
+    measure = ["-fit", "off"] + toks + measure
+    mc = Case(case.slug, "completion", measure, case.n_dev)
+    meas = run_probe(probe, m, mc, eps, timeout)
+    return {"args": case.args, "fitted": fitted, "measure_args": measure, "measured": meas}
+
+
+def fit_fixture(m: ModelInfo, case: Case, res: dict, eps: list[str]) -> dict:
+    meas = res["measured"]
+    projected = []
+    if "buffers" in meas:
+        for b in meas["buffers"]:
+            projected.append({"buft": b["buft"], "device": b["device"] or "CPU",
+                              "bytes": b["model"] + b["context"] + b["compute"]})
+        projected.sort(key=lambda x: (x["device"] == "CPU", x["device"], x["buft"]))
+    margins = None
+    args = res["args"]
+    if "-fitt" in args:
+        margins = [int(x) * (1 << 20) for x in args[args.index("-fitt") + 1].split(",")]
+    return {
+        "schema": 1,
+        "case": f"{m.name}/{case.slug}",
+        "model": m.name,
+        "arch": m.arch,
+        "gguf": m.path.name,
+        "spec": m.spec,
+        "llama_build": LLAMA_BUILD,
+        "tool": "fit-params",
+        "args": args,
+        "rpc": eps[: case.n_dev],
+        "devices": [
+            {"name": f"RPC{i}", "buft": f"RPC0[{eps[i]}]", "total_bytes": FAKE_MIB[i] << 20,
+             "free_bytes": FAKE_MIB[i] << 20}
+            for i in range(case.n_dev)
+        ],
+        "margin_bytes": margins or [1024 << 20] * case.n_dev,
+        "fitted": res["fitted"],
+        # the fitted flags measured by the probe (completion semantics, like fit's own probes)
+        "measure_args": res["measure_args"],
+        "projected": projected,
+        "n_layer": int(meas.get("n_layer", 0)) + int(meas.get("n_layer_nextn", 0) or 0),
+        # 4 = pipeline parallelism in the fitted configuration (bigger compute buffers than
+        # in fit's own intermediate probes, see RECORDING.md)
+        "sched_copies": parse_log(_lines(meas))["copies"],
+        "n_ctx": meas.get("n_ctx"),
+    }
+
+
 # ----------------------------------------------------------------------------------------------
 # running a case and turning the probe output into a fixture
 # ----------------------------------------------------------------------------------------------
@@ -460,7 +577,7 @@ def dump_fixture(fx: dict) -> str:
     """Stable, compact JSON: one top-level key per line, one device/buffer per line."""
     parts = []
     for k, v in fx.items():
-        if k in ("devices", "buffers") and v:
+        if k in ("devices", "buffers", "projected") and v:
             inner = ",\n  ".join(json.dumps(x) for x in v)
             parts.append(f'"{k}": [\n  {inner}\n ]')
         else:
@@ -536,8 +653,14 @@ def main() -> int:
     ap.add_argument("--only", default="", help="comma-separated model names")
     ap.add_argument("--case", default="", help="regex on case slug")
     ap.add_argument("--port-base", type=int, default=DEFAULT_PORT_BASE)
-    ap.add_argument("--jobs", type=int, default=2)
+    # one case at a time: a ggml-rpc-server serves one client connection at a time, so two
+    # concurrent clients that each hold one server and wait for the other deadlock (seen with
+    # llama-fit-params, which reconnects for every probe)
+    ap.add_argument("--jobs", type=int, default=1, help="parallel cases (only safe without RPC)")
     ap.add_argument("--timeout", type=int, default=300)
+    ap.add_argument("--fit-out", type=Path,
+                    default=Path(__file__).resolve().parent.parent / "tests/fixtures/oracle-fit")
+    ap.add_argument("--no-fit", action="store_true", help="skip the llama-fit-params cases")
     ap.add_argument("--compare-real", action="store_true",
                     help="no fixtures: run each case as dry run and as a real load, print the differences")
     ap.add_argument("--raw", type=Path, default=None, help="also keep raw probe output (with logs) here")
@@ -566,7 +689,8 @@ def main() -> int:
     for name, path, spec in models:
         m = read_model(name, path, spec)
         infos.append(m)
-        for c in matrix(m, eps):
+        cases = matrix(m, eps) + ([] if a.no_fit or a.compare_real else fit_matrix(m, eps))
+        for c in cases:
             if a.case and not re.search(a.case, c.slug):
                 continue
             jobs.append((m, c))
@@ -586,6 +710,8 @@ def main() -> int:
         m, c = job
         t = time.time()
         try:
+            if c.tool == "fit-params":
+                return m, c, run_fit(a.build, probe, m, c, eps, a.timeout), time.time() - t
             raw = run_probe(probe, m, c, eps, a.timeout)
         except subprocess.TimeoutExpired:
             return m, c, {"error": "timeout"}, time.time() - t
@@ -596,6 +722,9 @@ def main() -> int:
         for m in infos:
             for old in (a.out / m.name).glob("*.json"):
                 old.unlink()
+            if not a.no_fit:
+                for old in (a.fit_out / m.name).glob("*.json"):
+                    old.unlink()
     try:
         with ThreadPoolExecutor(max_workers=a.jobs) as ex:
             for m, c, raw, dt in ex.map(work, jobs):
@@ -604,6 +733,18 @@ def main() -> int:
                     rp = a.raw / m.name / f"{c.slug}.json"
                     rp.parent.mkdir(parents=True, exist_ok=True)
                     rp.write_text(json.dumps(raw, indent=1))
+                if c.tool == "fit-params":
+                    if "error" in raw or "buffers" not in raw.get("measured", {}):
+                        err = raw.get("error") or raw.get("measured", {}).get("error", "no breakdown")
+                        failures.append((tag, err, []))
+                        print(f"FAIL {tag} ({dt:.1f}s): {err}", flush=True)
+                        continue
+                    out = a.fit_out / m.name / f"{c.slug}.json"
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    out.write_text(dump_fixture(fit_fixture(m, c, raw, eps)))
+                    counts["fit-params"] = counts.get("fit-params", 0) + 1
+                    print(f"ok   {tag} ({dt:.1f}s) {raw['fitted']['raw']}", flush=True)
+                    continue
                 if "error" in raw or "buffers" not in raw:
                     err = raw.get("error", "no breakdown")
                     tail = [ln for ln in _lines(raw) if re.search(r"error|failed|exception", ln, re.I)][-3:]

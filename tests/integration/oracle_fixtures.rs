@@ -392,3 +392,141 @@ fn fixture_set_covers_the_issue_matrix() {
         "both output semantics must be recorded: {tools:?}"
     );
 }
+
+// ------------------------------------------------------------------------------------------
+// llama-fit-params fixtures (tests/fixtures/oracle-fit/<model>/<case>.json): what `--fit`
+// chose for the fake GPUs, and the probe's measurement of that choice.
+
+#[derive(Debug, Deserialize)]
+struct FitFixture {
+    schema: u64,
+    case: String,
+    model: String,
+    llama_build: u64,
+    tool: String,
+    args: Vec<String>,
+    rpc: Vec<String>,
+    devices: Vec<Device>,
+    margin_bytes: Vec<u64>,
+    fitted: Fitted,
+    measure_args: Vec<String>,
+    projected: Vec<Projected>,
+    n_layer: u64,
+    sched_copies: u64,
+    n_ctx: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Fitted {
+    raw: String,
+    c: u64,
+    ngl: i64,
+    ts: Option<Vec<u64>>,
+    ot: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Projected {
+    device: String,
+    bytes: u64,
+}
+
+fn load_fit() -> Vec<(PathBuf, FitFixture)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oracle-fit");
+    let mut out = Vec::new();
+    let Ok(models) = std::fs::read_dir(&dir) else {
+        return out;
+    };
+    let mut files: Vec<PathBuf> = models
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .flat_map(|d| {
+            std::fs::read_dir(d)
+                .unwrap()
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect::<Vec<_>>()
+        })
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let fx: FitFixture = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{}: not a fit fixture: {e}", f.display()));
+        out.push((f, fx));
+    }
+    out
+}
+
+#[test]
+fn fit_fixtures_respect_the_margins_they_were_fitted_to() {
+    let all = load_fit();
+    assert!(all.len() >= 100, "only {} fit fixtures", all.len());
+    let mut spilled = 0;
+    let mut over_margin = 0;
+    for (path, fx) in &all {
+        let p = path.display();
+        assert_eq!(fx.schema, 1, "{p}");
+        assert_eq!(fx.llama_build, LLAMA_BUILD, "{p}");
+        assert_eq!(fx.tool, "fit-params", "{p}");
+        let stem = path.file_stem().unwrap().to_string_lossy();
+        assert_eq!(fx.case, format!("{}/{}", fx.model, stem), "{p}");
+        assert_eq!(fx.devices.len(), fx.rpc.len(), "{p}");
+        assert_eq!(fx.margin_bytes.len(), fx.devices.len(), "{p}");
+        assert!(fx.fitted.raw.starts_with("-c "), "{p}");
+
+        // a context the user set is never changed; an unset one is a multiple of 256
+        match flag(&fx.args, &["-c"]).and_then(|c| c.parse::<u64>().ok()) {
+            Some(c) => assert_eq!(fx.fitted.c, c, "{p}"),
+            None => assert_eq!(fx.fitted.c % 256, 0, "{p}"),
+        }
+        assert_eq!(fx.n_ctx, pad(fx.fitted.c, 256), "{p}");
+
+        // -ngl: -1 (untouched: everything fits) or a layer count incl. the output layer;
+        // -ts lists layers per device (trailing empty devices omitted) and sums to -ngl
+        assert!(
+            fx.fitted.ngl >= -1 && fx.fitted.ngl <= fx.n_layer as i64 + 1,
+            "{p}"
+        );
+        if let Some(ts) = &fx.fitted.ts {
+            assert!(ts.len() >= 2 && ts.len() <= fx.devices.len(), "{p}");
+            assert_eq!(ts.iter().sum::<u64>() as i64, fx.fitted.ngl, "{p}");
+        }
+        if fx.fitted.ngl != -1 || !fx.fitted.ot.is_empty() {
+            spilled += 1;
+        }
+        for ot in &fx.fitted.ot {
+            let (_, buft) = ot.rsplit_once('=').expect("pattern=buft");
+            assert!(
+                buft == "CPU" || fx.devices.iter().any(|d| d.buft == buft),
+                "{p}: -ot to {buft}"
+            );
+        }
+        // the measured flags are fit's answer
+        let ngl = fx.fitted.ngl.to_string();
+        assert_eq!(flag(&fx.measure_args, &["-ngl"]), Some(ngl.as_str()), "{p}");
+
+        // fit's promise: every device keeps at least its margin free. llama.cpp breaks it only
+        // when the final configuration turns on pipeline parallelism (4 sched copies): fit
+        // sized the earlier devices in probes without it, with smaller compute buffers.
+        for (i, d) in fx.devices.iter().enumerate() {
+            let used: u64 = fx
+                .projected
+                .iter()
+                .filter(|x| x.device == d.name)
+                .map(|x| x.bytes)
+                .sum();
+            if used + fx.margin_bytes[i] > d.free_bytes {
+                assert_eq!(
+                    fx.sched_copies, 4,
+                    "{p}: {} uses {used} B, margin {} B, free {} B",
+                    d.name, fx.margin_bytes[i], d.free_bytes
+                );
+                over_margin += 1;
+            }
+        }
+    }
+    assert!(spilled >= 20, "only {spilled} fit cases had to spill");
+    // recorded: glm-4.7-flash on 8+12 GiB (RPC0 +55.6 MiB), llama-3.1-8b with -c unset (RPC1)
+    assert!(over_margin <= 4, "{over_margin} devices over their margin");
+}
