@@ -256,7 +256,14 @@ def matrix(m: ModelInfo, eps: list[str]) -> list[Case]:
     add("rpc2-c4096-np2-fa-off", base + ["-np", "2", "-fa", "off"], n_dev=2)
     add(f"rpc2-c4096-np1-ngl{L // 2}", ["-c", "4096", "-ngl", str(L // 2), "-np", "1"], n_dev=2)
     add("rpc2-c4096-np1-sm-none-mg1", base + ["-np", "1", "-sm", "none", "-mg", "1"], n_dev=2)
+    add("rpc2-c4096-np1-ub256-b256", base + ["-np", "1", "-ub", "256", "-b", "256"], n_dev=2)
+    add("rpc2-c4096-np1-ub2048-b2048", base + ["-np", "1", "-ub", "2048", "-b", "2048"], n_dev=2)
+    add("rpc2-c4096-np1-nkvo", base + ["-np", "1", "-nkvo"], n_dev=2)
+    add("rpc2-c4096-np1-q8_0", base + ["-np", "1", "-fa", "on", "-ctk", "q8_0", "-ctv", "q8_0"], n_dev=2)
+    if m.has_swa:
+        add("rpc2-c4096-np2-swa-full", base + ["-np", "2", "--swa-full"], n_dev=2)
     add("rpc3-c4096-np1-ts1-1-1", base + ["-np", "1", "-ts", "1,1,1"], n_dev=3)
+    add(f"rpc3-c4096-np2-ngl{L // 2}-ts1-1-1", ["-c", "4096", "-ngl", str(L // 2), "-np", "2", "-ts", "1,1,1"], n_dev=3)
     add("rpc3-c4096-np4-kvu", base + ["-np", "4", "-kvu"], n_dev=3)
     add("rpc3-completion-c5000-ts3-2-1", ["-c", "5000", "-ngl", "99", "-ts", "3,2,1"], n_dev=3, tool="completion")
     if m.n_expert > 0:
