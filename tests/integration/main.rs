@@ -8,5 +8,6 @@ mod http_server;
 mod inspect;
 #[cfg(feature = "remote")]
 mod remote;
+mod oracle_fixtures;
 mod smoke;
 mod tp;
