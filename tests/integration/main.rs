@@ -6,8 +6,8 @@ mod header_errors;
 #[cfg(feature = "remote")]
 mod http_server;
 mod inspect;
+mod oracle_fixtures;
 #[cfg(feature = "remote")]
 mod remote;
-mod oracle_fixtures;
 mod smoke;
 mod tp;
