@@ -26,6 +26,7 @@
 
 pub mod cli;
 pub mod gguf;
+pub mod llamacpp;
 pub mod model;
 pub mod units;
 

@@ -1,0 +1,1091 @@
+//! Compute buffers and graph splits: a small re-enactment of what
+//! `llama_context::sched_reserve` does with the worst-case prompt graph.
+//!
+//! 1. Build the graph the model builders would (`src/models/llama.cpp`,
+//!    `llm_graph_context::build_attn_mha`, `build_moe_ffn`, `build_ffn`),
+//!    node by node with F32 activation sizes, for `n_tokens = pp_tokens`.
+//! 2. Assign every node to a backend as `ggml_backend_sched_split_graph`
+//!    does: inputs on the CPU, weight ops on the weight's backend (op offload
+//!    of host weights to the first GPU for batch ≥ 32), the rest expanded
+//!    from GPU neighbours first, then any neighbour.
+//! 3. Cut splits (backend change, or an incompatible weight with inputs
+//!    already in the split), add split-input copies.
+//! 4. Run ggml-alloc's dynamic allocator (best fit, free after last use,
+//!    in-place reuse) per backend and take each buffer's high-water mark.
+//!
+//! Approximations (documented, checked against the fixtures): element-wise
+//! details of non-llama architectures (extra norms, biases), recurrent mixer
+//! internals (one block of intermediates sized from the layer's weights),
+//! MLA attention (modelled as plain attention over the latent cache), and
+//! tiny tensors (top-k ids, sums) are kept but not exact.
+
+use std::collections::HashMap;
+
+use crate::gguf::GgmlType;
+use crate::model::{AttentionKind, Model, TensorGroup};
+use crate::units::pad;
+
+use super::context::CtxParams;
+use super::device::{BackendKind, Device};
+use super::flags::Flags;
+use super::kv::{layer_cells, KvLayout};
+use super::place::{Buft, Placement, HOST_ALIGNMENT};
+
+type Id = usize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Input,
+    View,
+    MulMat,
+    MulMatId,
+    GetRows,
+    /// In-place capable element-wise op (ADD, MUL, SCALE, RMS_NORM, ROPE,
+    /// SOFT_MAX, UNARY …: `ggml_op_can_inplace`).
+    Inplace,
+    /// Any other op that allocates its result (GLU, CPY/CONT, FLASH_ATTN_EXT …).
+    Other,
+    /// A write into a pre-allocated KV/recurrent buffer (SET_ROWS, CPY into
+    /// a cache view): no allocation, runs where the cache lives.
+    Store,
+}
+
+#[derive(Clone, Debug)]
+struct Weight {
+    buft: Buft,
+    ty: GgmlType,
+    dims: [u64; 4],
+    nbytes: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Node {
+    op: Op,
+    size: u64,
+    srcs: Vec<Id>,
+    weight: Option<Weight>,
+    /// Reads a cache (K/V view or recurrent state) living on this backend,
+    /// with this many bytes viewed.
+    cache: Option<(usize, u64)>,
+    /// Batch size for op offload (`ne[1]` of MUL_MAT, `ne[2]` of MUL_MAT_ID).
+    batch: u64,
+    /// Backend forced by the graph builder (`ggml_backend_sched_set_tensor_backend`)
+    /// or by a pre-allocated destination.
+    forced: Option<usize>,
+    /// Extra allocation on CUDA (FA F16 copies of non-F16 K/V).
+    cuda_extra: u64,
+    /// A graph output (`ggml_set_output`: t_embd, t_logits): never freed,
+    /// never reused in place.
+    output: bool,
+}
+
+/// Compute bytes per backend and split counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ComputeResult {
+    /// Per model device (same order as `Placement::model_devices`).
+    pub device_bytes: Vec<u64>,
+    /// The CPU backend's compute buffer.
+    pub cpu_bytes: u64,
+    /// Splits of the prompt graph (bs = n_ubatch) and of the generation graph (bs = n_seq_max).
+    pub splits_pp: u32,
+    pub splits_tg: u32,
+    /// Nodes of the prompt graph (diagnostics).
+    pub nodes_pp: usize,
+}
+
+struct Builder<'a> {
+    model: &'a Model,
+    flags: &'a Flags,
+    ctx: &'a CtxParams,
+    layout: &'a KvLayout,
+    placement: &'a Placement,
+    /// Backend index of a hardware device (model devices first, CPU last).
+    backend_of_dev: HashMap<usize, usize>,
+    cpu: usize,
+    names: HashMap<&'a str, usize>,
+    nodes: Vec<Node>,
+}
+
+impl<'a> Builder<'a> {
+    fn push(&mut self, n: Node) -> Id {
+        self.nodes.push(n);
+        self.nodes.len() - 1
+    }
+
+    fn node(op: Op, size: u64, srcs: &[Id]) -> Node {
+        Node {
+            op,
+            size,
+            srcs: srcs.to_vec(),
+            weight: None,
+            cache: None,
+            batch: 0,
+            forced: None,
+            cuda_extra: 0,
+            output: false,
+        }
+    }
+
+    fn input(&mut self, bytes: u64) -> Id {
+        self.push(Self::node(Op::Input, bytes, &[]))
+    }
+
+    fn view(&mut self, src: Id) -> Id {
+        let size = self.nodes[src].size;
+        self.push(Self::node(Op::View, size, &[src]))
+    }
+
+    fn inplace(&mut self, src: Id, others: &[Id]) -> Id {
+        let size = self.nodes[src].size;
+        let mut srcs = vec![src];
+        srcs.extend_from_slice(others);
+        self.push(Self::node(Op::Inplace, size, &srcs))
+    }
+
+    fn other(&mut self, size: u64, srcs: &[Id]) -> Id {
+        self.push(Self::node(Op::Other, size, srcs))
+    }
+
+    fn backend_of_buft(&self, b: Buft) -> usize {
+        match b.device() {
+            Some(d) => self.backend_of_dev.get(&d).copied().unwrap_or(self.cpu),
+            None => self.cpu,
+        }
+    }
+
+    fn layer_backend(&self, il: usize) -> usize {
+        match self.placement.layer_device.get(il).copied().flatten() {
+            Some(d) => self.backend_of_dev.get(&d).copied().unwrap_or(self.cpu),
+            None => self.cpu,
+        }
+    }
+
+    fn kv_backend(&self, il: usize) -> usize {
+        if self.flags.no_kv_offload {
+            self.cpu
+        } else {
+            self.layer_backend(il)
+        }
+    }
+
+    /// The weight tensor `name`, if the model has it and it is allocated.
+    fn weight(&self, name: &str) -> Option<Weight> {
+        let &pos = self.names.get(name)?;
+        let t = &self.model.tensors[pos];
+        let buft = self.placement.tensor_buft.get(pos).copied().flatten()?;
+        let e = &self.model.profile.tensors[t.index];
+        let mut dims = [1u64; 4];
+        for (i, d) in e.dims.iter().take(4).enumerate() {
+            dims[i] = *d;
+        }
+        Some(Weight {
+            buft,
+            ty: e.ty,
+            dims,
+            nbytes: e.n_bytes().unwrap_or(0),
+        })
+    }
+
+    /// `mul_mat(w, x)`: result [rows, n] F32, or a stand-in on the layer's
+    /// device when the model lacks the tensor.
+    fn matmul(&mut self, w: Option<Weight>, rows: u64, n: u64, x: Id) -> Id {
+        let mut node = Self::node(Op::MulMat, 4 * rows * n, &[x]);
+        node.batch = n;
+        node.weight = w;
+        self.push(node)
+    }
+
+    fn mul_mat_id(
+        &mut self,
+        w: Option<Weight>,
+        rows: u64,
+        used: u64,
+        t: u64,
+        x: Id,
+        ids: Id,
+    ) -> Id {
+        let mut node = Self::node(Op::MulMatId, 4 * rows * used * t, &[x, ids]);
+        node.batch = t;
+        node.weight = w;
+        self.push(node)
+    }
+
+    /// rms_norm + mul(norm weight): the norm allocates unless its input has
+    /// one consumer (decided by the allocator), the mul is in place.
+    fn norm(&mut self, x: Id, wname: &str) -> Id {
+        let n = self.push(Self::node(Op::Inplace, self.nodes[x].size, &[x]));
+        let w = self.weight(wname);
+        let mut m = Self::node(Op::Inplace, self.nodes[x].size, &[n]);
+        m.weight = w;
+        self.push(m)
+    }
+
+    fn set_forced(&mut self, id: Id, b: usize) {
+        self.nodes[id].forced = Some(b);
+    }
+
+    fn build(&mut self, t: u64, o: u64) {
+        let hp = &self.model.hparams;
+        let e = hp.n_embd;
+        let ns = self.ctx.n_stream;
+        let fa = self.ctx.flash_attn;
+        let n_main = hp.n_layer.saturating_sub(hp.n_nextn) as usize;
+
+        // Graph inputs (llm_graph_input_*): token ids, positions, output ids,
+        // per cache a KQ mask [n_kv, T/ns, 1, ns] (F16 with FA, F32 without)
+        // and K/V row indices (I64; V indices per element when V is transposed).
+        let tokens = self.input(4 * t);
+        let pos = self.input(4 * t);
+        let out_ids = self.input(4 * o);
+        let mask_bytes =
+            |cells: u64| cells * ns * t.div_ceil(ns) * if fa { 2 } else { 4 } / ns * ns;
+        let has_full = self
+            .model
+            .blocks
+            .iter()
+            .take(n_main)
+            .any(|b| b.has_kv && !matches!(b.attention, AttentionKind::Swa { .. }));
+        let has_swa = self
+            .model
+            .blocks
+            .iter()
+            .take(n_main)
+            .any(|b| b.has_kv && matches!(b.attention, AttentionKind::Swa { .. }));
+        let v_idx_w = |w: u64| if self.ctx.v_trans { w } else { 1 };
+        let vw_full = self
+            .model
+            .blocks
+            .iter()
+            .filter(|b| b.has_kv && b.v_width > 0)
+            .map(|b| self.layout.v_width_max.unwrap_or(b.v_width))
+            .max()
+            .unwrap_or(0);
+        let mk_inputs = |b: &mut Self, cells: u64| {
+            let mask = b.input(mask_bytes(cells));
+            let kidx = b.input(8 * t);
+            let vidx = b.input(8 * t * v_idx_w(vw_full.max(1)));
+            (mask, kidx, vidx)
+        };
+        let full_in = has_full.then(|| mk_inputs(self, self.layout.cells));
+        let swa_in =
+            has_swa.then(|| mk_inputs(self, self.layout.cells_swa.unwrap_or(self.layout.cells)));
+
+        // build_inp_embd: ggml_build_forward_select adds every branch to the
+        // graph and ggml-alloc allocates them all: the token path
+        // get_rows(token_embd, tokens), the vector-embeddings input [E, T],
+        // and (archs with mixed batches) set_rows(dup(mixed_embd),
+        // get_rows(token_embd, mixed_tokens), mixed_slots).
+        let mut emb = Self::node(Op::GetRows, 4 * e * t, &[tokens]);
+        emb.weight = self.weight("token_embd.weight");
+        let mut inp_l = self.push(emb);
+        self.input(4 * e * t);
+        let arch = self.model.profile.arch.as_str();
+        let mixed = !matches!(
+            arch,
+            "cogvlm" | "deepseek4" | "granite-switch" | "eagle3" | "dflash" | "gemma4-assistant"
+        );
+        if mixed {
+            let m_embd = self.input(4 * e * t);
+            let dup = self.other(4 * e * t, &[m_embd]);
+            // set_rows writes into dup (a view of it keeps it alive).
+            self.nodes[dup].output = true;
+            let m_tokens = self.input(4 * t);
+            let mut gr = Self::node(Op::GetRows, 4 * e * t, &[m_tokens]);
+            gr.weight = self.weight("token_embd.weight");
+            let gr = self.push(gr);
+            let m_slots = self.input(8 * t);
+            self.push(Self::node(Op::Store, 0, &[dup, gr, m_slots]));
+        }
+        let mut cur_t = t;
+
+        for il in 0..n_main {
+            let b = &self.model.blocks[il];
+            let last = il + 1 == n_main;
+            let h = u64::from(hp.n_head.get(il).copied().unwrap_or(0));
+            let hkv = u64::from(hp.n_head_kv.get(il).copied().unwrap_or(0));
+            let dk = u64::from(hp.head_dim_k.get(il).copied().unwrap_or(0));
+            let dv = u64::from(hp.head_dim_v.get(il).copied().unwrap_or(0));
+            let p = format!("blk.{il}.");
+            let inp_sa = inp_l;
+            let mut cur = self.norm(inp_l, &format!("{p}attn_norm.weight"));
+
+            let attn_kind = b.attention;
+            let has_attn = b.has_kv && b.k_width > 0 && h > 0;
+            if has_attn {
+                let (mask, kidx, vidx) = if matches!(attn_kind, AttentionKind::Swa { .. }) {
+                    swa_in.or(full_in)
+                } else {
+                    full_in.or(swa_in)
+                }
+                .unwrap_or((tokens, tokens, tokens));
+                let kvb = self.kv_backend(il);
+                let cells = layer_cells(attn_kind, self.layout);
+                let mla = attn_kind == AttentionKind::Mla;
+                // MLA: the latent cache (k_width = kv_lora + rope) stands in
+                // for K and V (V is a view of K), one KV head.
+                let (qw, kw, vw, hkv_e, dk_e, dv_e) = if mla {
+                    let dkl = b.k_width;
+                    let dvl = dkl.saturating_sub(64).max(1);
+                    (h * dkl, dkl, 0, 1, dkl, dvl)
+                } else {
+                    (h * dk, hkv * dk, hkv * dv, hkv, dk, dv)
+                };
+                // build_attn: q, v, k are expanded in this order, then the
+                // cache stores (cpy_k, cpy_v).
+                let wq = self.weight(&format!("{p}attn_q.weight"));
+                let q = self.matmul(wq, qw, cur_t, cur);
+                let q = self.view(q);
+                let q = self.inplace(q, &[pos]); // rope
+                let v = (vw > 0).then(|| {
+                    let wv = self.weight(&format!("{p}attn_v.weight"));
+                    self.matmul(wv, vw, cur_t, cur)
+                });
+                let wk = self
+                    .weight(&format!("{p}attn_k.weight"))
+                    .or_else(|| self.weight(&format!("{p}attn_kv_a_mqa.weight")));
+                let k = self.matmul(wk, kw, cur_t, cur);
+                let k = self.view(k);
+                let k = self.inplace(k, &[pos]);
+                let mut ks = Self::node(Op::Store, 0, &[k, kidx]);
+                ks.forced = Some(kvb);
+                let k_store = self.push(ks);
+                let v_store = v.map(|v| {
+                    let mut vs = Self::node(Op::Store, 0, &[v, vidx]);
+                    vs.forced = Some(kvb);
+                    self.push(vs)
+                });
+                let kt = self.flags.cache_type_k;
+                let vt = self.flags.cache_type_v;
+                let k_view_bytes = kt.row_size(kw).unwrap_or(0) * cells * ns;
+                let v_view_bytes = if mla {
+                    0
+                } else {
+                    vt.row_size(self.layout.v_width_max.unwrap_or(vw))
+                        .unwrap_or(0)
+                        * cells
+                        * ns
+                };
+                let mut deps = vec![q, mask, k_store];
+                if let Some(vs) = v_store {
+                    deps.push(vs);
+                }
+                let attn_out = if fa {
+                    let mut n = Self::node(Op::Other, 4 * dv_e * h * cur_t, &deps);
+                    n.cache = Some((kvb, k_view_bytes + v_view_bytes));
+                    // CUDA FA converts non-F16 K/V to F16 temporaries inside the
+                    // node's allocation (ggml_cuda_flash_attn_ext_get_alloc_size).
+                    let mut extra = 0;
+                    if kt != GgmlType::F16 {
+                        extra += pad(2 * cells * ns * hkv_e * dk_e, 128);
+                    }
+                    if vt != GgmlType::F16 && !mla {
+                        extra += pad(2 * cells * ns * hkv_e * dv_e, 128);
+                    }
+                    n.cuda_extra = extra;
+                    let fa_node = self.push(n);
+                    self.view(fa_node)
+                } else {
+                    // kq = mul_mat(k, q) [n_kv, T/ns, H, ns]; soft_max in place;
+                    // kqv = mul_mat(v, kq) [dv, T/ns, H, ns]; cont → [H·dv, T].
+                    let mut kq = Self::node(Op::Other, 4 * cells * cur_t * h, &deps);
+                    kq.cache = Some((kvb, k_view_bytes));
+                    let kq = self.push(kq);
+                    let sm = self.inplace(kq, &[mask]);
+                    let mut kqv = Self::node(Op::Other, 4 * dv_e * h * cur_t, &[sm]);
+                    kqv.cache = Some((kvb, v_view_bytes));
+                    let kqv = self.push(kqv);
+                    let pv = self.view(kqv);
+                    let c = self.other(4 * dv_e * h * cur_t, &[pv]);
+                    if self.flags.no_kv_offload {
+                        // build_attn_mha: with -nkvo the attention runs on the CPU.
+                        for id in [kq, sm, kqv, c] {
+                            self.set_forced(id, self.cpu);
+                        }
+                    }
+                    c
+                };
+                let wo = self.weight(&format!("{p}attn_output.weight"));
+                cur = self.matmul(wo, e, cur_t, attn_out);
+            } else if b.recurrent || attn_kind == AttentionKind::Recurrent {
+                cur = self.recurrent_mixer(il, cur, cur_t);
+            }
+
+            let mut res = inp_sa;
+            if last {
+                // The last layer keeps only the output rows.
+                cur = self.other(4 * e * o, &[cur, out_ids]);
+                res = self.other(4 * e * o, &[inp_sa, out_ids]);
+                cur_t = o;
+            }
+            let ffn_inp = self.inplace(cur, &[res]);
+            let fcur = self.norm(ffn_inp, &format!("{p}ffn_norm.weight"));
+            let ffn_out = self.ffn(il, fcur, cur_t);
+            cur = match ffn_out {
+                Some(f) => self.inplace(f, &[ffn_inp]),
+                None => ffn_inp,
+            };
+            inp_l = cur;
+        }
+
+        let cur = if n_main == 0 {
+            self.other(4 * e * o, &[inp_l, out_ids])
+        } else {
+            inp_l
+        };
+        let cur = self.norm(cur, "output_norm.weight");
+        self.nodes[cur].output = true; // res->t_embd
+        let wout = match self.weight("output.weight") {
+            Some(w) => Some(w),
+            None => self.tied_output_buft(self.weight("token_embd.weight")),
+        };
+        let logits = self.matmul(wout, hp.n_vocab, o, cur);
+        self.nodes[logits].output = true; // res->t_logits
+    }
+
+    fn tied_output_buft(&self, w: Option<Weight>) -> Option<Weight> {
+        let mut w = w?;
+        if self.model.hparams.tied_embeddings {
+            if let Some(d) = self.placement.layer_device.last().copied().flatten() {
+                w.buft = Buft::Dev(d);
+            }
+        }
+        Some(w)
+    }
+
+    /// Dense gated FFN, MoE (+ shared experts), or nothing.
+    fn ffn(&mut self, il: usize, x: Id, t: u64) -> Option<Id> {
+        let hp = &self.model.hparams;
+        let e = hp.n_embd;
+        let b = &self.model.blocks[il];
+        let p = format!("blk.{il}.");
+        let routed = b.bytes.get(&TensorGroup::FfnRouted).copied().unwrap_or(0) > 0;
+        if routed && hp.n_expert > 0 {
+            let ne = u64::from(hp.n_expert);
+            let nu = u64::from(hp.n_expert_used.max(1));
+            let nff = hp.n_ff_exp;
+            // build_moe_ffn: router logits, probs (in place), top-k ids,
+            // weights = get_rows(probs), experts up/gate/glu/down, weighting,
+            // sum of the experts' views.
+            let wr = self.weight(&format!("{p}ffn_gate_inp.weight"));
+            let logits = self.matmul(wr, ne, t, x);
+            let probs = self.inplace(logits, &[]);
+            let argsort = self.other(4 * ne * t, &[probs]);
+            let sel = self.view(argsort);
+            let wts = self.other(4 * nu * t, &[probs, sel]);
+            let (up, gate) = if let Some(wgu) = self.weight(&format!("{p}ffn_gate_up_exps.weight"))
+            {
+                let gu = self.mul_mat_id(Some(wgu), 2 * nff, nu, t, x, sel);
+                (gu, None)
+            } else {
+                let wu = self.weight(&format!("{p}ffn_up_exps.weight"));
+                let wg = self.weight(&format!("{p}ffn_gate_exps.weight"));
+                let up = self.mul_mat_id(wu, nff, nu, t, x, sel);
+                let gate = self.mul_mat_id(wg, nff, nu, t, x, sel);
+                (up, Some(gate))
+            };
+            let glu_srcs: Vec<Id> = std::iter::once(up).chain(gate).collect();
+            let glu = self.other(4 * nff * nu * t, &glu_srcs);
+            let wd = self.weight(&format!("{p}ffn_down_exps.weight"));
+            let down = self.mul_mat_id(wd, e, nu, t, glu, sel);
+            let weighted = self.inplace(down, &[wts]);
+            let mut moe = weighted;
+            if nu > 1 {
+                let v0 = self.view(weighted);
+                let v1 = self.view(weighted);
+                moe = self.other(4 * e * t, &[v0, v1]);
+                for _ in 2..nu {
+                    let vi = self.view(weighted);
+                    moe = self.inplace(moe, &[vi]);
+                }
+            }
+            let shexp = self
+                .weight(&format!("{p}ffn_up_shexp.weight"))
+                .map(|w| w.dims[1]);
+            if let Some(nsh) = shexp {
+                let sh = self.gated(&p, "_shexp", nsh, x, t);
+                moe = self.inplace(moe, &[sh]);
+            }
+            return Some(moe);
+        }
+        let nff = hp.n_ff.get(il).copied().unwrap_or(0);
+        if nff == 0 {
+            return None;
+        }
+        Some(self.gated(&p, "", nff, x, t))
+    }
+
+    /// up, gate, glu (not in place), down.
+    fn gated(&mut self, p: &str, suffix: &str, nff: u64, x: Id, t: u64) -> Id {
+        let e = self.model.hparams.n_embd;
+        let wu = self.weight(&format!("{p}ffn_up{suffix}.weight"));
+        let up = self.matmul(wu, nff, t, x);
+        let wg = self.weight(&format!("{p}ffn_gate{suffix}.weight"));
+        let act = if wg.is_some() {
+            let gate = self.matmul(wg, nff, t, x);
+            self.other(4 * nff * t, &[gate, up])
+        } else {
+            self.inplace(up, &[])
+        };
+        let wd = self.weight(&format!("{p}ffn_down{suffix}.weight"));
+        self.matmul(wd, e, t, act)
+    }
+
+    /// Recurrent mixer (Mamba2 / Gated DeltaNet / short conv / RWKV),
+    /// approximated: every recurrent-group matmul's output alive at once,
+    /// a conv window, the state read and written, then the output projection.
+    fn recurrent_mixer(&mut self, il: usize, x: Id, t: u64) -> Id {
+        let hp = &self.model.hparams;
+        let e = hp.n_embd;
+        let p = format!("blk.{il}.");
+        let rows: Vec<(String, u64)> = self
+            .names
+            .keys()
+            .filter(|n| n.starts_with(&p) && n.ends_with(".weight"))
+            .filter_map(|n| {
+                let w = self.weight(n)?;
+                let tail = &n[p.len()..];
+                let is_in = tail.starts_with("ssm_in")
+                    || tail.starts_with("attn_qkv")
+                    || tail.starts_with("attn_gate")
+                    || tail.starts_with("shortconv.in_proj")
+                    || tail.starts_with("ssm_alpha")
+                    || tail.starts_with("ssm_beta");
+                (is_in && w.dims[1] > 1).then(|| (n.to_string(), w.dims[1]))
+            })
+            .collect();
+        let mut cur = x;
+        let mut outs = Vec::new();
+        for (name, r) in rows {
+            let w = self.weight(&name);
+            outs.push(self.matmul(w, r, t, x));
+        }
+        let width: u64 = outs
+            .iter()
+            .map(|&o| self.nodes[o].size / 4 / t.max(1))
+            .sum();
+        let ns = self.ctx.n_seq_max.max(1);
+        let kvb = self.kv_backend(il);
+        let state = 4 * (hp.n_embd_r + hp.n_embd_s) * ns;
+        let mut srcs = outs.clone();
+        srcs.push(cur);
+        let mut conv = Self::node(Op::Other, 4 * width * t + 4 * hp.n_embd_r * ns, &srcs);
+        conv.cache = Some((kvb, state));
+        let conv = self.push(conv);
+        let scan = self.other(4 * width * t + 4 * hp.n_embd_s * ns, &[conv]);
+        let mut st = Self::node(Op::Store, 0, &[scan]);
+        st.forced = Some(kvb);
+        let st = self.push(st);
+        cur = self.other(4 * width.min(4 * e).max(e) * t, &[scan, st]);
+        let wo = self
+            .weight(&format!("{p}ssm_out.weight"))
+            .or_else(|| self.weight(&format!("{p}attn_output.weight")))
+            .or_else(|| self.weight(&format!("{p}shortconv.out_proj.weight")));
+        self.matmul(wo, e, t, cur)
+    }
+}
+
+/// Allocation size of a weight copied into a backend's compute buffer
+/// (op offload): CUDA row padding included.
+fn weight_copy_size(w: &Weight, kind: Option<BackendKind>) -> u64 {
+    let mut size = w.nbytes;
+    if let Some(rp) = kind.and_then(|k| k.quant_row_padding()) {
+        if w.ty.is_quantized() && w.dims[0] % rp != 0 {
+            size += w.ty.row_size(rp - w.dims[0] % rp).unwrap_or(0);
+        }
+    }
+    size
+}
+
+/// ggml-alloc's dynamic allocator (`ggml_dyn_tallocr`): best fit among the
+/// free blocks except the last, else the (unbounded) last block; freed
+/// blocks merge with their neighbours.
+struct DynAlloc {
+    align: u64,
+    free: Vec<(u64, u64)>,
+    max: u64,
+}
+
+impl DynAlloc {
+    fn new(align: u64) -> DynAlloc {
+        DynAlloc {
+            align,
+            free: vec![(0, u64::MAX / 2)],
+            max: 0,
+        }
+    }
+
+    fn alloc(&mut self, size: u64) -> u64 {
+        let size = pad(size, self.align);
+        let n = self.free.len();
+        let mut best: Option<usize> = None;
+        let mut best_size = u64::MAX;
+        for i in 0..n - 1 {
+            let s = self.free[i].1;
+            if s >= size && s <= best_size {
+                best = Some(i);
+                best_size = s;
+            }
+        }
+        let i = best.unwrap_or(n - 1);
+        let off = self.free[i].0;
+        self.free[i].0 += size;
+        self.free[i].1 -= size;
+        if self.free[i].1 == 0 && i != n - 1 {
+            self.free.remove(i);
+        }
+        self.max = self.max.max(off + size);
+        off
+    }
+
+    fn release(&mut self, off: u64, size: u64) {
+        let size = pad(size, self.align);
+        if size == 0 {
+            return;
+        }
+        for i in 0..self.free.len() {
+            let (bo, bs) = self.free[i];
+            if bo + bs == off {
+                self.free[i].1 += size;
+                if i + 1 < self.free.len() && self.free[i].0 + self.free[i].1 == self.free[i + 1].0
+                {
+                    self.free[i].1 += self.free[i + 1].1;
+                    self.free.remove(i + 1);
+                }
+                return;
+            }
+            if off + size == bo {
+                self.free[i].0 = off;
+                self.free[i].1 += size;
+                if i > 0 && self.free[i - 1].0 + self.free[i - 1].1 == off {
+                    self.free[i - 1].1 += self.free[i].1;
+                    self.free.remove(i);
+                }
+                return;
+            }
+        }
+        let pos = self
+            .free
+            .iter()
+            .position(|&(bo, _)| bo > off)
+            .unwrap_or(self.free.len());
+        self.free.insert(pos, (off, size));
+    }
+}
+
+pub struct ComputeInput<'a> {
+    pub model: &'a Model,
+    pub flags: &'a Flags,
+    pub ctx: &'a CtxParams,
+    pub layout: &'a KvLayout,
+    pub placement: &'a Placement,
+    pub devices: &'a [Device],
+}
+
+/// Simulate `sched_reserve`: prompt graph for the buffers and splits, the
+/// generation graph (bs = n_seq_max) for its split count; buffers are the
+/// max of both.
+pub fn compute(input: &ComputeInput) -> ComputeResult {
+    let pp = simulate(input, input.ctx.pp_tokens(), input.ctx.pp_outputs());
+    let s = input.ctx.n_seq_max;
+    let tg = simulate(input, s, s);
+    ComputeResult {
+        device_bytes: pp
+            .device_bytes
+            .iter()
+            .zip(&tg.device_bytes)
+            .map(|(a, b)| *a.max(b))
+            .collect(),
+        cpu_bytes: pp.cpu_bytes.max(tg.cpu_bytes),
+        splits_pp: pp.splits_pp,
+        splits_tg: tg.splits_pp,
+        nodes_pp: pp.nodes_pp,
+    }
+}
+
+fn simulate(input: &ComputeInput, t: u64, o: u64) -> ComputeResult {
+    let pl = input.placement;
+    let n_dev = pl.model_devices.len();
+    let cpu = n_dev;
+    let backend_of_dev: HashMap<usize, usize> = pl
+        .model_devices
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| (d, i))
+        .collect();
+    let names: HashMap<&str, usize> = input
+        .model
+        .tensors
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (input.model.profile.tensors[t.index].name.as_str(), i))
+        .collect();
+    let mut b = Builder {
+        model: input.model,
+        flags: input.flags,
+        ctx: input.ctx,
+        layout: input.layout,
+        placement: pl,
+        backend_of_dev,
+        cpu,
+        names,
+        nodes: Vec::new(),
+    };
+    b.build(t, o);
+    let nodes = std::mem::take(&mut b.nodes);
+    let kinds: Vec<BackendKind> = pl
+        .model_devices
+        .iter()
+        .map(|&d| input.devices[d].kind)
+        .collect();
+
+    // --- pass 1: pre-assigned nodes (ggml_backend_sched_backend_id_from_cur)
+    let mut be: Vec<Option<usize>> = vec![None; nodes.len()];
+    for (i, n) in nodes.iter().enumerate() {
+        be[i] = if n.op == Op::Input {
+            Some(cpu)
+        } else if let Some(f) = n.forced {
+            Some(f)
+        } else if let Some(w) = &n.weight {
+            let wb = b.backend_of_buft(w.buft);
+            // Op offload: a host weight's MUL_MAT(_ID) moves to the first GPU
+            // backend whose offload_op accepts the batch (CUDA: ≥ 32).
+            let host = matches!(w.buft, Buft::Host(_) | Buft::Cpu | Buft::Mapped);
+            let eligible = wb == cpu
+                && host
+                && input.flags.op_offload
+                && matches!(n.op, Op::MulMat | Op::MulMatId);
+            let offload = if eligible {
+                kinds
+                    .iter()
+                    .position(|k| k.op_offload_min_batch().is_some_and(|m| n.batch >= m))
+            } else {
+                None
+            };
+            Some(offload.unwrap_or(wb))
+        } else {
+            None
+        };
+        if matches!(n.op, Op::View) {
+            be[i] = None;
+        }
+    }
+    // Views follow their source (pass 4); resolve after expansion.
+    // --- pass 2: expand GPU assignments down then up, then everything.
+    let is_view = |i: usize| nodes[i].op == Op::View;
+    let expand =
+        |be: &mut Vec<Option<usize>>, order: &mut dyn Iterator<Item = usize>, gpu_only: bool| {
+            let mut cur: Option<usize> = None;
+            for i in order {
+                if is_view(i) || nodes[i].op == Op::Input {
+                    continue;
+                }
+                match be[i] {
+                    Some(x) => {
+                        cur = if gpu_only && x == cpu { None } else { Some(x) };
+                    }
+                    None => {
+                        if let Some(c) = cur {
+                            be[i] = Some(c);
+                        }
+                    }
+                }
+            }
+        };
+    let n = nodes.len();
+    expand(&mut be, &mut (0..n), true);
+    expand(&mut be, &mut (0..n).rev(), true);
+    expand(&mut be, &mut (0..n), false);
+    expand(&mut be, &mut (0..n).rev(), false);
+    for (i, b) in be.iter_mut().enumerate() {
+        if b.is_none() && !is_view(i) {
+            *b = Some(cpu);
+        }
+    }
+    // Views: backend of the viewed tensor.
+    for i in 0..n {
+        if is_view(i) {
+            let mut s = nodes[i].srcs[0];
+            while is_view(s) {
+                s = nodes[s].srcs[0];
+            }
+            be[i] = be[s];
+        }
+    }
+    let bk = |i: usize| be[i].unwrap_or(cpu);
+
+    // --- pass 5: splits and their inputs.
+    // A src is used directly if it lives on the node's backend, or it is a
+    // weight in a buffer the backend can read (host bufts for the CPU).
+    #[derive(Clone, Copy, PartialEq, Eq, Hash)]
+    enum Src {
+        Node(Id),
+        Weight(Id),
+        Cache(Id),
+    }
+    let mut split_of = vec![0u32; n];
+    let mut n_splits = 0u32;
+    let mut cur_b: Option<usize> = None;
+    let mut split_has_inputs = false;
+    // Copies per (src, backend), created in the split that first needs them.
+    let mut copies: HashMap<(Src, usize), (u64, u32)> = HashMap::new();
+    let mut copy_users: HashMap<(Src, usize), Vec<Id>> = HashMap::new();
+    for i in 0..n {
+        let nd = &nodes[i];
+        if nd.op == Op::Input || is_view(i) {
+            continue;
+        }
+        let nb = bk(i);
+        let mut need_new = false;
+        if Some(nb) == cur_b && split_has_inputs {
+            if let Some(w) = &nd.weight {
+                let wb = b.backend_of_buft(w.buft);
+                if wb != nb && !(nb == cpu && w.buft.device().is_none()) {
+                    need_new = true;
+                }
+            }
+        }
+        if Some(nb) != cur_b || need_new {
+            n_splits += 1;
+            cur_b = Some(nb);
+            split_has_inputs = false;
+        }
+        split_of[i] = n_splits;
+        let mut add_copy = |key: (Src, usize), size: u64, has: &mut bool| {
+            copies.entry(key).or_insert((size, n_splits));
+            copy_users.entry(key).or_default().push(i);
+            *has = true;
+        };
+        for &s in &nd.srcs {
+            let mut base = s;
+            while is_view(base) {
+                base = nodes[base].srcs[0];
+            }
+            if bk(base) != nb {
+                add_copy((Src::Node(s), nb), nodes[s].size, &mut split_has_inputs);
+            }
+        }
+        if let Some(w) = &nd.weight {
+            let wb = b.backend_of_buft(w.buft);
+            let readable = wb == nb || (nb == cpu && w.buft.device().is_none());
+            if !readable {
+                let kind = (nb < cpu).then(|| kinds[nb]);
+                add_copy(
+                    (Src::Weight(i), nb),
+                    weight_copy_size(w, kind),
+                    &mut split_has_inputs,
+                );
+            }
+        }
+        if let Some((cb, bytes)) = nd.cache {
+            if cb != nb && bytes > 0 {
+                add_copy((Src::Cache(i), nb), bytes, &mut split_has_inputs);
+            }
+        }
+    }
+
+    // --- allocation order (graph_copy): per split, its new input copies,
+    // then its nodes. Graph inputs are allocated first (gallocr allocates
+    // INPUT tensors while counting children).
+    #[derive(Clone, Copy)]
+    enum Ev {
+        Copy((Src, usize)),
+        Node(Id),
+    }
+    let mut by_split: HashMap<u32, Vec<(Src, usize)>> = HashMap::new();
+    let mut keys: Vec<_> = copies.iter().map(|(k, v)| (v.1, *k)).collect();
+    keys.sort_by_key(|(s, k)| {
+        (
+            *s,
+            match k.0 {
+                Src::Node(x) | Src::Weight(x) | Src::Cache(x) => x,
+            },
+        )
+    });
+    for (s, k) in keys {
+        by_split.entry(s).or_default().push(k);
+    }
+    let mut order: Vec<Ev> = Vec::with_capacity(n + copies.len());
+    let mut last_split = 0;
+    for i in 0..n {
+        if nodes[i].op == Op::Input || is_view(i) {
+            continue;
+        }
+        let s = split_of[i];
+        if s != last_split {
+            if let Some(ks) = by_split.get(&s) {
+                order.extend(ks.iter().map(|k| Ev::Copy(*k)));
+            }
+            last_split = s;
+        }
+        order.push(Ev::Node(i));
+    }
+
+    // Children counts: views pass uses to their base; copies are consumers of
+    // their source; a node using a copy consumes the copy instead.
+    let base_of = |mut i: usize| {
+        while is_view(i) {
+            i = nodes[i].srcs[0];
+        }
+        i
+    };
+    let mut children = vec![0u32; n];
+    let mut copy_children: HashMap<(Src, usize), u32> = HashMap::new();
+    for ev in &order {
+        match *ev {
+            Ev::Copy(k) => {
+                if let Src::Node(s) = k.0 {
+                    children[base_of(s)] += 1;
+                }
+                copy_children.insert(k, copy_users.get(&k).map_or(0, |v| v.len() as u32));
+            }
+            Ev::Node(i) => {
+                let nb = bk(i);
+                for &s in &nodes[i].srcs {
+                    if !copies.contains_key(&(Src::Node(s), nb)) || bk(base_of(s)) == nb {
+                        children[base_of(s)] += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    let align = |backend: usize| {
+        if backend == cpu {
+            HOST_ALIGNMENT
+        } else {
+            kinds[backend].alignment()
+        }
+    };
+    let mut allocs: Vec<DynAlloc> = (0..=n_dev).map(|x| DynAlloc::new(align(x))).collect();
+    let mut where_: Vec<Option<(usize, u64, u64)>> = vec![None; n];
+    // Graph inputs are leafs: allocated before any node, in the order the
+    // graph first reaches them (ggml_gallocr_alloc_graph_impl, leafs loop).
+    // Rank: the first consumer's position, or the input's own position when
+    // nothing consumes it (unused select branches are leafs too).
+    let mut rank: Vec<(usize, usize)> = Vec::new();
+    let mut first_use = vec![usize::MAX; n];
+    for (pos, ev) in order.iter().enumerate() {
+        let Ev::Node(i) = *ev else { continue };
+        for &s in &nodes[i].srcs {
+            let p = base_of(s);
+            if nodes[p].op == Op::Input && first_use[p] == usize::MAX {
+                first_use[p] = pos;
+            }
+        }
+    }
+    let pos_of: HashMap<usize, usize> = order
+        .iter()
+        .enumerate()
+        .filter_map(|(pos, ev)| match ev {
+            Ev::Node(i) => Some((*i, pos)),
+            Ev::Copy(_) => None,
+        })
+        .collect();
+    for i in 0..n {
+        if nodes[i].op == Op::Input {
+            let r = if first_use[i] != usize::MAX {
+                first_use[i]
+            } else {
+                // Position of the next graph node created after it.
+                (i..n)
+                    .find_map(|j| pos_of.get(&j).copied())
+                    .unwrap_or(usize::MAX)
+            };
+            rank.push((r, i));
+        }
+    }
+    rank.sort();
+    for (_, p) in rank {
+        let off = allocs[cpu].alloc(nodes[p].size);
+        where_[p] = Some((cpu, off, nodes[p].size));
+    }
+    let mut copy_at: HashMap<(Src, usize), (u64, u64)> = HashMap::new();
+    let node_size = |i: usize, backend: usize| {
+        let nd = &nodes[i];
+        if backend < cpu && kinds[backend] == BackendKind::Cuda {
+            nd.size + nd.cuda_extra
+        } else {
+            nd.size
+        }
+    };
+    let release = |allocs: &mut Vec<DynAlloc>, w: &mut Vec<Option<(usize, u64, u64)>>, i: usize| {
+        if let Some((bkd, off, size)) = w[i].take() {
+            allocs[bkd].release(off, size);
+        }
+    };
+    for ev in &order {
+        match *ev {
+            Ev::Copy(k) => {
+                let (size, _) = copies[&k];
+                let off = allocs[k.1].alloc(size);
+                copy_at.insert(k, (off, size));
+                if let Src::Node(s) = k.0 {
+                    let bs = base_of(s);
+                    children[bs] = children[bs].saturating_sub(1);
+                    if children[bs] == 0 {
+                        release(&mut allocs, &mut where_, bs);
+                    }
+                }
+            }
+            Ev::Node(i) => {
+                let nb = bk(i);
+                let nd = &nodes[i];
+                if nd.op != Op::Store {
+                    let size = node_size(i, nb);
+                    // In place: take over src[0]'s memory if it has no other
+                    // consumer, lives on this backend and has the same size.
+                    let mut took = false;
+                    if nd.op == Op::Inplace {
+                        if let Some(&s0) = nd.srcs.first() {
+                            let p = base_of(s0);
+                            if children[p] == 1
+                                && nodes[p].op != Op::Input
+                                && !nodes[p].output
+                                && where_[p].is_some_and(|(pb, _, ps)| pb == nb && ps == size)
+                            {
+                                where_[i] = where_[p].take();
+                                took = true;
+                            }
+                        }
+                    }
+                    if !took {
+                        let off = allocs[nb].alloc(size);
+                        where_[i] = Some((nb, off, size));
+                    }
+                }
+                for &s in &nd.srcs {
+                    let key = (Src::Node(s), nb);
+                    if bk(base_of(s)) != nb && copies.contains_key(&key) {
+                        if let Some(c) = copy_children.get_mut(&key) {
+                            *c = c.saturating_sub(1);
+                            if *c == 0 {
+                                if let Some((off, size)) = copy_at.remove(&key) {
+                                    allocs[nb].release(off, size);
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                    let p = base_of(s);
+                    children[p] = children[p].saturating_sub(1);
+                    if children[p] == 0 && !nodes[p].output {
+                        release(&mut allocs, &mut where_, p);
+                    }
+                }
+                for key in [(Src::Weight(i), nb), (Src::Cache(i), nb)] {
+                    if let Some((off, size)) = copy_at.remove(&key) {
+                        allocs[nb].release(off, size);
+                    }
+                }
+            }
+        }
+    }
+
+    ComputeResult {
+        device_bytes: allocs[..n_dev].iter().map(|a| a.max).collect(),
+        cpu_bytes: allocs[cpu].max,
+        splits_pp: n_splits,
+        splits_tg: n_splits,
+        nodes_pp: n,
+    }
+}
