@@ -702,8 +702,38 @@ pub fn compute(input: &ComputeInput) -> ComputeResult {
     }
 }
 
+/// Pipeline parallelism (llama_context ctor): several devices, the output
+/// layer offloaded, `-sm layer`, KV offloaded, no tensor overrides, and
+/// every device with async compute and events (CUDA and RPC have both).
+/// The scheduler then keeps `GGML_SCHED_MAX_COPIES` = 4 copies of every
+/// graph input and split input, allocated up front and never freed.
+pub fn pipeline_parallel(input: &ComputeInput) -> bool {
+    let pl = input.placement;
+    let n_layer = input.model.hparams.n_layer;
+    let ngl_over_l = match input.flags.gpu_layers {
+        super::flags::GpuLayers::Auto | super::flags::GpuLayers::All => true,
+        super::flags::GpuLayers::N(n) => n > n_layer,
+    };
+    pl.model_devices.len() > 1
+        && ngl_over_l
+        && input.flags.split_mode == super::flags::SplitMode::Layer
+        && !input.flags.no_kv_offload
+        && input.flags.overrides.is_empty()
+        && pl
+            .model_devices
+            .iter()
+            .all(|&d| input.devices[d].kind != BackendKind::Metal)
+}
+
+const SCHED_MAX_COPIES: u64 = 4;
+
 fn simulate(input: &ComputeInput, t: u64, o: u64) -> ComputeResult {
     let pl = input.placement;
+    let pp_copies = if pipeline_parallel(input) {
+        SCHED_MAX_COPIES
+    } else {
+        1
+    };
     let n_dev = pl.model_devices.len();
     let cpu = n_dev;
     let backend_of_dev: HashMap<usize, usize> = pl
@@ -995,9 +1025,27 @@ fn simulate(input: &ComputeInput, t: u64, o: u64) -> ComputeResult {
         }
     }
     rank.sort();
-    for (_, p) in rank {
-        let off = allocs[cpu].alloc(nodes[p].size);
-        where_[p] = Some((cpu, off, nodes[p].size));
+    if pp_copies > 1 {
+        // ggml_backend_sched_split_graph, pass 6 and graph_copy leafs: every
+        // graph input and every split input exists n_copies times, flagged
+        // input+output: allocated first, never freed.
+        for &(_, p) in &rank {
+            for _ in 0..pp_copies {
+                allocs[cpu].alloc(nodes[p].size);
+            }
+        }
+        let mut keys: Vec<_> = copies.iter().collect();
+        keys.sort_by_key(|(k, v)| (v.1, k.1));
+        for (k, (size, _)) in keys {
+            for _ in 0..pp_copies {
+                allocs[k.1].alloc(*size);
+            }
+        }
+    } else {
+        for (_, p) in rank {
+            let off = allocs[cpu].alloc(nodes[p].size);
+            where_[p] = Some((cpu, off, nodes[p].size));
+        }
     }
     let mut copy_at: HashMap<(Src, usize), (u64, u64)> = HashMap::new();
     let node_size = |i: usize, backend: usize| {
@@ -1017,8 +1065,10 @@ fn simulate(input: &ComputeInput, t: u64, o: u64) -> ComputeResult {
         match *ev {
             Ev::Copy(k) => {
                 let (size, _) = copies[&k];
-                let off = allocs[k.1].alloc(size);
-                copy_at.insert(k, (off, size));
+                if pp_copies == 1 {
+                    let off = allocs[k.1].alloc(size);
+                    copy_at.insert(k, (off, size));
+                }
                 if let Src::Node(s) = k.0 {
                     let bs = base_of(s);
                     children[bs] = children[bs].saturating_sub(1);
