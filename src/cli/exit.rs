@@ -16,6 +16,14 @@ pub const IO: u8 = 4;
 /// are recognised by type; plain I/O errors map to [`IO`].
 pub fn code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
+        if let Some(m) = cause.downcast_ref::<crate::model::ModelError>() {
+            return match m {
+                crate::model::ModelError::Read { .. } | crate::model::ModelError::Write { .. } => {
+                    IO
+                }
+                _ => INPUT,
+            };
+        }
         if cause.downcast_ref::<crate::gguf::GgufError>().is_some() {
             return INPUT;
         }

@@ -11,6 +11,8 @@ use clap::{Parser, Subcommand};
 
 pub mod exit;
 pub mod header;
+pub mod inspect;
+pub mod profile;
 pub mod table;
 
 /// Plan where an LLM's tensors live before you deploy it.
@@ -25,6 +27,10 @@ pub struct Cli {
 pub enum Command {
     /// Show a GGUF file's raw header: metadata, tensor types and sizes.
     Header(header::Args),
+    /// Show a model's layout: per block attention kind, KV widths, bytes by group; totals.
+    Inspect(inspect::Args),
+    /// Save a model's profile (tensor table + planner metadata) as TOML.
+    Profile(profile::Args),
 }
 
 /// Parse `std::env::args`, run, and turn the outcome into an exit code.
@@ -47,6 +53,8 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Header(a) => header::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Profile(a) => profile::run(a),
     }
 }
 

@@ -24,9 +24,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::gguf::GgmlType;
 
+mod analyse;
+mod error;
+mod names;
+mod profile;
+mod toml_io;
+
+#[cfg(test)]
+mod tests;
+
+pub use analyse::KNOWN_ARCHS;
+pub use error::ModelError;
+pub use names::{classify_name, is_routed_expert_name, split_block_name, FFN_EXPS_REGEX};
+pub use profile::{ProfileOptions, PLANNER_GENERAL_KEYS};
+pub use toml_io::PROFILE_FORMAT;
+
 /// Where a profile's numbers come from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
 pub enum Provenance {
     /// Read from a real GGUF header (file name(s) and total size recorded).
     GgufHeader { files: Vec<String> },
@@ -58,6 +73,7 @@ pub enum MetaValue {
 
 /// One file of the model (split models have several).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FileInfo {
     pub name: String,
     /// Absolute offset of the data region in this file.
@@ -159,6 +175,8 @@ pub struct Tensor {
     /// Not allocated by llama.cpp in the main model (NextN/MTP weights
     /// without `load_mtp`: `TENSOR_SKIP`).
     pub skipped: bool,
+    /// `ggml_nbytes` of the tensor (known for every analysed tensor).
+    pub bytes: u64,
 }
 
 /// Hyperparameters, per layer where llama.cpp has per-layer arrays.
@@ -198,17 +216,27 @@ pub struct Block {
     pub attention: AttentionKind,
     /// A NextN/MTP block (weights skipped unless `load_mtp`).
     pub nextn: bool,
-    /// Whether llama.cpp allocates KV cells for this layer in the main context
-    /// (deepseek2/glm4moe allocate them for NextN blocks too, hybrids do not).
+    /// Whether llama.cpp (b11434) allocates KV cells for this layer in the main
+    /// context. NextN/MTP blocks get none (`create_memory` filters
+    /// `il < n_layer()`), except nemotron_h(_moe) MTP blocks with `n_ff == 0`.
+    /// Older builds (llamacpp-internals §3.7 snapshot) also allocated the
+    /// NextN blocks of deepseek2/glm4moe: `nextn && k_width > 0` finds them.
     pub has_kv: bool,
-    /// Elements per token per cell: K = head_dim_k × n_head_kv (MLA: kv_lora_rank + rope dim).
+    /// K elements per token per cell: head_dim_k × n_head_kv (MLA: kv_lora_rank
+    /// plus the rope dim). Set for every layer that attends, NextN blocks
+    /// included; count it only where `has_kv`. 0 for recurrent-only and
+    /// FFN-only layers.
     pub k_width: u64,
-    /// V elements per token per cell (0 for MLA, recurrent, none).
+    /// V elements per token per cell (0 for MLA, recurrent, none). Count it only where `has_kv`.
     pub v_width: u64,
     /// Whether the layer keeps recurrent state (R and S of `n_embd_r/s`).
     pub recurrent: bool,
     /// Bytes per group of the allocated (non-skipped) tensors of this block.
     pub bytes: BTreeMap<TensorGroup, u64>,
+    /// Bytes of this block's tensors that llama.cpp does not allocate
+    /// (`TENSOR_SKIP`: NextN/MTP weights without `load_mtp`).
+    #[serde(default)]
+    pub skipped_bytes: u64,
 }
 
 /// The analysed model.
