@@ -27,6 +27,7 @@
 pub mod cli;
 pub mod gguf;
 pub mod llamacpp;
+pub mod hardware;
 pub mod model;
 pub mod units;
 

@@ -12,6 +12,8 @@ pub const DOES_NOT_FIT: u8 = 3;
 /// I/O or network failure (a file that cannot be read or written, a remote that does not answer).
 pub const IO: u8 = 4;
 
+use crate::hardware::{HardwareError, ProbeError, WriteError};
+
 /// Map an error chain to an exit code. Library errors that mean "bad input"
 /// are recognised by type; plain I/O errors map to [`IO`].
 pub fn code_for(err: &anyhow::Error) -> u8 {
@@ -26,6 +28,27 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         }
         if cause.downcast_ref::<crate::gguf::GgufError>().is_some() {
             return INPUT;
+        }
+        if let Some(e) = cause.downcast_ref::<HardwareError>() {
+            return if matches!(e, HardwareError::Read { .. }) {
+                IO
+            } else {
+                INPUT
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<WriteError>() {
+            return if matches!(e, WriteError::Exists { .. }) {
+                INPUT
+            } else {
+                IO
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<ProbeError>() {
+            return if matches!(e, ProbeError::Fixture { .. }) {
+                INPUT
+            } else {
+                IO
+            };
         }
         if cause.downcast_ref::<std::io::Error>().is_some() {
             return IO;

@@ -9,10 +9,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod detect;
 pub mod exit;
 pub mod header;
 pub mod inspect;
 pub mod profile;
+pub mod hw;
 pub mod table;
 
 /// Plan where an LLM's tensors live before you deploy it.
@@ -31,6 +33,10 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Save a model's profile (tensor table + planner metadata) as TOML.
     Profile(profile::Args),
+    /// Show a hardware file's (or preset's) effective capacity per device.
+    Hw(hw::Args),
+    /// Write a hardware file for this machine (NVIDIA GPUs through NVML, RAM and cores from the OS).
+    Detect(detect::Args),
 }
 
 /// Parse `std::env::args`, run, and turn the outcome into an exit code.
@@ -55,6 +61,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Header(a) => header::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Profile(a) => profile::run(a),
+        Command::Hw(a) => hw::run(a),
+        Command::Detect(a) => detect::run(a),
     }
 }
 

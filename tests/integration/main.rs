@@ -1,2 +1,3 @@
 mod inspect;
+mod hardware;
 mod smoke;
