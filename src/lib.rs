@@ -26,8 +26,8 @@
 
 pub mod cli;
 pub mod gguf;
-pub mod llamacpp;
 pub mod hardware;
+pub mod llamacpp;
 pub mod model;
 pub mod units;
 

@@ -12,9 +12,10 @@ use clap::{Parser, Subcommand};
 pub mod detect;
 pub mod exit;
 pub mod header;
-pub mod inspect;
-pub mod profile;
 pub mod hw;
+pub mod inspect;
+pub mod mem;
+pub mod profile;
 pub mod table;
 
 /// Plan where an LLM's tensors live before you deploy it.
@@ -31,6 +32,8 @@ pub enum Command {
     Header(header::Args),
     /// Show a model's layout: per block attention kind, KV widths, bytes by group; totals.
     Inspect(inspect::Args),
+    /// What llama.cpp allocates per device for a set of llama-server flags.
+    Mem(mem::Args),
     /// Save a model's profile (tensor table + planner metadata) as TOML.
     Profile(profile::Args),
     /// Show a hardware file's (or preset's) effective capacity per device.
@@ -60,6 +63,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Header(a) => header::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Mem(a) => mem::run(a),
         Command::Profile(a) => profile::run(a),
         Command::Hw(a) => hw::run(a),
         Command::Detect(a) => detect::run(a),

@@ -10,6 +10,8 @@ use serde::Serialize;
 #[serde(rename_all = "snake_case")]
 pub enum BackendKind {
     Cuda,
+    /// ggml-cuda built for HIP: CUDA's sizing rules, `ROCm` names.
+    Rocm,
     /// `ggml-rpc` device; sizes are those of the remote backend. The oracle
     /// fixtures use CPU-backed `ggml-rpc-server`s, which is what is modelled.
     Rpc,
@@ -22,6 +24,7 @@ impl BackendKind {
     pub fn parse(s: &str) -> Option<BackendKind> {
         Some(match s.to_ascii_lowercase().as_str() {
             "cuda" | "nvidia" | "gpu" => BackendKind::Cuda,
+            "rocm" | "hip" => BackendKind::Rocm,
             "rpc" => BackendKind::Rpc,
             "vulkan" => BackendKind::Vulkan,
             "metal" => BackendKind::Metal,
@@ -36,7 +39,7 @@ impl BackendKind {
     /// `minStorageBufferOffsetAlignment`, taken as 64 (unverified).
     pub fn alignment(self) -> u64 {
         match self {
-            BackendKind::Cuda => 128,
+            BackendKind::Cuda | BackendKind::Rocm => 128,
             BackendKind::Rpc | BackendKind::Metal | BackendKind::Sycl => 32,
             BackendKind::Vulkan => 64,
         }
@@ -47,7 +50,7 @@ impl BackendKind {
     /// `MATRIX_ROW_PADDING`).
     pub fn quant_row_padding(self) -> Option<u64> {
         match self {
-            BackendKind::Cuda => Some(512),
+            BackendKind::Cuda | BackendKind::Rocm => Some(512),
             _ => None,
         }
     }
@@ -57,6 +60,7 @@ impl BackendKind {
     pub fn host_buft(self) -> Option<&'static str> {
         match self {
             BackendKind::Cuda => Some("CUDA_Host"),
+            BackendKind::Rocm => Some("ROCm_Host"),
             BackendKind::Vulkan => Some("Vulkan_Host"),
             BackendKind::Sycl => Some("SYCL_Host"),
             BackendKind::Rpc | BackendKind::Metal => None,
@@ -67,7 +71,9 @@ impl BackendKind {
     /// (`offload_op`, CUDA `GGML_OP_OFFLOAD_MIN_BATCH` = 32); RPC has no offload_op.
     pub fn op_offload_min_batch(self) -> Option<u64> {
         match self {
-            BackendKind::Cuda | BackendKind::Vulkan | BackendKind::Sycl => Some(32),
+            BackendKind::Cuda | BackendKind::Rocm | BackendKind::Vulkan | BackendKind::Sycl => {
+                Some(32)
+            }
             BackendKind::Rpc | BackendKind::Metal => None,
         }
     }
@@ -103,4 +109,40 @@ impl Device {
             free_bytes: total_bytes,
         }
     }
+}
+
+/// The model devices of a hardware description, in its order (the
+/// hardware file lists them in llama.cpp's order). Free memory is taken as
+/// memory minus the reserve: llama.cpp splits layers by *free* memory when
+/// `-ts` is absent (llama_model_base::load_tensors).
+pub fn from_hardware(hw: &crate::hardware::Hardware) -> Vec<Device> {
+    use crate::hardware::DeviceKind as K;
+    hw.devices
+        .iter()
+        .map(|d| {
+            let kind = match d.kind {
+                K::Cuda => BackendKind::Cuda,
+                K::Rocm => BackendKind::Rocm,
+                K::Vulkan => BackendKind::Vulkan,
+                K::Metal => BackendKind::Metal,
+                K::Sycl => BackendKind::Sycl,
+                K::Rpc => BackendKind::Rpc,
+            };
+            let total = d.memory_mib.saturating_mul(crate::units::MIB);
+            let free = total.saturating_sub(d.reserved_mib.saturating_mul(crate::units::MIB));
+            // An rpc device's buffer type is named after the remote device
+            // index and the endpoint (`RPC0[host:port]`, ggml-rpc.cpp).
+            let buft = match (&d.endpoint, kind) {
+                (Some(ep), BackendKind::Rpc) => format!("RPC0[{ep}]"),
+                _ => d.name.clone(),
+            };
+            Device {
+                name: d.name.clone(),
+                kind,
+                buft,
+                total_bytes: total,
+                free_bytes: free,
+            }
+        })
+        .collect()
 }

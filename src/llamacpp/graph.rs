@@ -285,16 +285,17 @@ impl<'a> Builder<'a> {
             "cogvlm" | "deepseek4" | "granite-switch" | "eagle3" | "dflash" | "gemma4-assistant"
         );
         if mixed {
-            let m_embd = self.input(4 * e * t);
-            let dup = self.other(4 * e * t, &[m_embd]);
-            // set_rows writes into dup (a view of it keeps it alive).
-            self.nodes[dup].output = true;
+            // Visit order of set_rows' sources: get_rows, slots, dup.
             let m_tokens = self.input(4 * t);
             let mut gr = Self::node(Op::GetRows, 4 * e * t, &[m_tokens]);
             gr.weight = self.weight("token_embd.weight");
             let gr = self.push(gr);
             let m_slots = self.input(8 * t);
-            self.push(Self::node(Op::Store, 0, &[dup, gr, m_slots]));
+            let m_embd = self.input(4 * e * t);
+            let dup = self.other(4 * e * t, &[m_embd]);
+            // set_rows writes into dup (a view of it keeps it alive).
+            self.nodes[dup].output = true;
+            self.push(Self::node(Op::Store, 0, &[gr, m_slots, dup]));
         }
         let mut cur_t = t;
 
@@ -986,6 +987,7 @@ fn simulate(input: &ComputeInput, t: u64, o: u64) -> ComputeResult {
             kinds[backend].alignment()
         }
     };
+    let debug = std::env::var_os("GGPLAN_ALLOC_DEBUG").is_some();
     let mut allocs: Vec<DynAlloc> = (0..=n_dev).map(|x| DynAlloc::new(align(x))).collect();
     let mut where_: Vec<Option<(usize, u64, u64)>> = vec![None; n];
     // Graph inputs are leafs: allocated before any node, in the order the
@@ -1085,9 +1087,14 @@ fn simulate(input: &ComputeInput, t: u64, o: u64) -> ComputeResult {
                     // In place: take over src[0]'s memory if it has no other
                     // consumer, lives on this backend and has the same size.
                     let mut took = false;
+                    // ggml_gallocr_allocate_node: a parent that is a view is
+                    // never "own" (views are not allocated), so ops on views
+                    // never run in place; inputs and outputs are not reused.
                     if nd.op == Op::Inplace {
-                        if let Some(&s0) = nd.srcs.first() {
-                            let p = base_of(s0);
+                        for &p in &nd.srcs {
+                            if is_view(p) {
+                                continue;
+                            }
                             if children[p] == 1
                                 && nodes[p].op != Op::Input
                                 && !nodes[p].output
@@ -1095,12 +1102,41 @@ fn simulate(input: &ComputeInput, t: u64, o: u64) -> ComputeResult {
                             {
                                 where_[i] = where_[p].take();
                                 took = true;
+                                break;
                             }
                         }
                     }
                     if !took {
+                        let before = allocs[nb].max;
                         let off = allocs[nb].alloc(size);
                         where_[i] = Some((nb, off, size));
+                        if debug && allocs[nb].max > before {
+                            let mut live: Vec<String> = where_
+                                .iter()
+                                .enumerate()
+                                .filter_map(|(j, w)| {
+                                    w.filter(|x| x.0 == nb).map(|(_, o, sz)| {
+                                        (
+                                            o,
+                                            format!(
+                                                "#{j}:{:?}@{:x}+{:.2}",
+                                                nodes[j].op,
+                                                o,
+                                                sz as f64 / 1048576.0
+                                            ),
+                                        )
+                                    })
+                                })
+                                .map(|(_, s)| s)
+                                .collect();
+                            live.sort();
+                            eprintln!(
+                                "max[{nb}] = {:.2} MB after #{i} {:?}: {}",
+                                allocs[nb].max as f64 / 1048576.0,
+                                nd.op,
+                                live.join(" | ")
+                            );
+                        }
                     }
                 }
                 for &s in &nd.srcs {

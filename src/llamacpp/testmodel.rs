@@ -200,6 +200,7 @@ pub fn build(s: &Spec) -> Model {
             v_width: hkv * d,
             recurrent: false,
             bytes,
+            skipped_bytes: 0,
         });
     }
     add(
@@ -245,6 +246,7 @@ pub fn build(s: &Spec) -> Model {
             index: i,
             class: *c,
             skipped: false,
+            bytes: tensors[i].n_bytes().unwrap(),
         })
         .collect();
     Model {

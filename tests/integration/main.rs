@@ -1,3 +1,3 @@
-mod inspect;
 mod hardware;
+mod inspect;
 mod smoke;
