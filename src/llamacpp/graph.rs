@@ -220,10 +220,6 @@ impl<'a> Builder<'a> {
         self.push(m)
     }
 
-    fn set_forced(&mut self, id: Id, b: usize) {
-        self.nodes[id].forced = Some(b);
-    }
-
     fn build(&mut self, t: u64, o: u64) {
         let hp = &self.model.hparams;
         let e = hp.n_embd;
@@ -397,12 +393,13 @@ impl<'a> Builder<'a> {
                     let kqv = self.push(kqv);
                     let pv = self.view(kqv);
                     let c = self.other(4 * dv_e * h * cur_t, &[pv]);
-                    if self.flags.no_kv_offload {
-                        // build_attn_mha: with -nkvo the attention runs on the CPU.
-                        for id in [kq, sm, kqv, c] {
-                            self.set_forced(id, self.cpu);
-                        }
-                    }
+                    // build_attn_mha pins the merged output to the CPU with
+                    // -nkvo (ggml_backend_sched_set_tensor_backend), but the
+                    // oracle shows kq/kqv/cont on the layer's device in the
+                    // reserve graphs (the assignment is reset by
+                    // ggml_backend_sched_reset before the split): modelled as
+                    // not pinned; the host KV views become split inputs.
+                    let _ = (kq, sm, kqv);
                     c
                 };
                 let wo = self.weight(&format!("{p}attn_output.weight"));

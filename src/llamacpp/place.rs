@@ -435,6 +435,42 @@ pub fn place(
         }
     }
 
+    // rope_freqs / rope_factors_* (llama3-style rope): created for every
+    // layer with TENSOR_DUPLICATED for i != 0, so one copy per distinct
+    // buffer type among the layers (loader create_tensor).
+    let n_main = model.hparams.n_layer.saturating_sub(model.hparams.n_nextn);
+    for (t, b) in model.tensors.iter().zip(tensor_buft.clone()) {
+        let Some(first) = b else { continue };
+        let e = &model.profile.tensors[t.index];
+        if !(e.name.starts_with("rope_freqs") || e.name.starts_with("rope_factors")) {
+            continue;
+        }
+        let view = TensorView {
+            name: &e.name,
+            ty: e.ty,
+            dims: &e.dims,
+            nbytes: e.n_bytes().unwrap_or(0),
+            matmul: false,
+        };
+        let mut seen = vec![first];
+        for il in 1..n_main as usize {
+            let dev = layer_device.get(il).copied().flatten();
+            let b = placer.buft_for(&view, dev)?;
+            if !seen.contains(&b) {
+                seen.push(b);
+                add_tensor(
+                    &placer,
+                    &mut weights,
+                    &mut spans,
+                    b,
+                    &view,
+                    e.file,
+                    e.offset,
+                );
+            }
+        }
+    }
+
     if !spans.is_empty() {
         let total: u64 = spans.values().map(|(a, b)| b - a).sum();
         weights.insert(Buft::Mapped, total);

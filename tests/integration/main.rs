@@ -1,3 +1,4 @@
 mod hardware;
 mod inspect;
+mod mem_oracle;
 mod smoke;
