@@ -102,7 +102,7 @@ struct Builder<'a> {
     /// Backend index of a hardware device (model devices first, CPU last).
     backend_of_dev: HashMap<usize, usize>,
     cpu: usize,
-    names: HashMap<&'a str, usize>,
+    lookup: &'a Lookup<'a>,
     nodes: Vec<Node>,
 }
 
@@ -168,9 +168,25 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// `blk.<il>.<tail>`, through the per-layer table (no string building).
+    fn lw(&self, il: usize, tail: &str) -> Option<Weight> {
+        let pos = self
+            .lookup
+            .layers
+            .get(il)?
+            .iter()
+            .find(|(t, _)| *t == tail)?
+            .1;
+        self.weight_at(pos)
+    }
+
     /// The weight tensor `name`, if the model has it and it is allocated.
     fn weight(&self, name: &str) -> Option<Weight> {
-        let &pos = self.names.get(name)?;
+        let &pos = self.lookup.global.get(name)?;
+        self.weight_at(pos)
+    }
+
+    fn weight_at(&self, pos: usize) -> Option<Weight> {
         let t = &self.model.tensors[pos];
         let buft = self.placement.tensor_buft.get(pos).copied().flatten()?;
         let e = &self.model.profile.tensors[t.index];
@@ -212,9 +228,8 @@ impl<'a> Builder<'a> {
 
     /// rms_norm + mul(norm weight): the norm allocates unless its input has
     /// one consumer (decided by the allocator), the mul is in place.
-    fn norm(&mut self, x: Id, wname: &str) -> Id {
+    fn norm(&mut self, x: Id, w: Option<Weight>) -> Id {
         let n = self.push(Self::node(Op::Inplace, self.nodes[x].size, &[x]));
-        let w = self.weight(wname);
         let mut m = Self::node(Op::Inplace, self.nodes[x].size, &[n]);
         m.weight = w;
         self.push(m)
@@ -302,9 +317,9 @@ impl<'a> Builder<'a> {
             let hkv = u64::from(hp.n_head_kv.get(il).copied().unwrap_or(0));
             let dk = u64::from(hp.head_dim_k.get(il).copied().unwrap_or(0));
             let dv = u64::from(hp.head_dim_v.get(il).copied().unwrap_or(0));
-            let p = format!("blk.{il}.");
             let inp_sa = inp_l;
-            let mut cur = self.norm(inp_l, &format!("{p}attn_norm.weight"));
+            let w_norm = self.lw(il, "attn_norm.weight");
+            let mut cur = self.norm(inp_l, w_norm);
 
             let attn_kind = b.attention;
             let has_attn = b.has_kv && b.k_width > 0 && h > 0;
@@ -329,17 +344,17 @@ impl<'a> Builder<'a> {
                 };
                 // build_attn: q, v, k are expanded in this order, then the
                 // cache stores (cpy_k, cpy_v).
-                let wq = self.weight(&format!("{p}attn_q.weight"));
+                let wq = self.lw(il, "attn_q.weight");
                 let q = self.matmul(wq, qw, cur_t, cur);
                 let q = self.view(q);
                 let q = self.inplace(q, &[pos]); // rope
                 let v = (vw > 0).then(|| {
-                    let wv = self.weight(&format!("{p}attn_v.weight"));
+                    let wv = self.lw(il, "attn_v.weight");
                     self.matmul(wv, vw, cur_t, cur)
                 });
                 let wk = self
-                    .weight(&format!("{p}attn_k.weight"))
-                    .or_else(|| self.weight(&format!("{p}attn_kv_a_mqa.weight")));
+                    .lw(il, "attn_k.weight")
+                    .or_else(|| self.lw(il, "attn_kv_a_mqa.weight"));
                 let k = self.matmul(wk, kw, cur_t, cur);
                 let k = self.view(k);
                 let k = self.inplace(k, &[pos]);
@@ -402,7 +417,7 @@ impl<'a> Builder<'a> {
                     let _ = (kq, sm, kqv);
                     c
                 };
-                let wo = self.weight(&format!("{p}attn_output.weight"));
+                let wo = self.lw(il, "attn_output.weight");
                 cur = self.matmul(wo, e, cur_t, attn_out);
             } else if b.recurrent || attn_kind == AttentionKind::Recurrent {
                 cur = self.recurrent_mixer(il, cur, cur_t);
@@ -416,7 +431,8 @@ impl<'a> Builder<'a> {
                 cur_t = o;
             }
             let ffn_inp = self.inplace(cur, &[res]);
-            let fcur = self.norm(ffn_inp, &format!("{p}ffn_norm.weight"));
+            let w_norm = self.lw(il, "ffn_norm.weight");
+            let fcur = self.norm(ffn_inp, w_norm);
             let ffn_out = self.ffn(il, fcur, cur_t);
             cur = match ffn_out {
                 Some(f) => self.inplace(f, &[ffn_inp]),
@@ -430,7 +446,8 @@ impl<'a> Builder<'a> {
         } else {
             inp_l
         };
-        let cur = self.norm(cur, "output_norm.weight");
+        let w_norm = self.weight("output_norm.weight");
+        let cur = self.norm(cur, w_norm);
         self.nodes[cur].output = true; // res->t_embd
         let wout = match self.weight("output.weight") {
             Some(w) => Some(w),
@@ -455,7 +472,6 @@ impl<'a> Builder<'a> {
         let hp = &self.model.hparams;
         let e = hp.n_embd;
         let b = &self.model.blocks[il];
-        let p = format!("blk.{il}.");
         let routed = b.bytes.get(&TensorGroup::FfnRouted).copied().unwrap_or(0) > 0;
         if routed && hp.n_expert > 0 {
             let ne = u64::from(hp.n_expert);
@@ -464,26 +480,25 @@ impl<'a> Builder<'a> {
             // build_moe_ffn: router logits, probs (in place), top-k ids,
             // weights = get_rows(probs), experts up/gate/glu/down, weighting,
             // sum of the experts' views.
-            let wr = self.weight(&format!("{p}ffn_gate_inp.weight"));
+            let wr = self.lw(il, "ffn_gate_inp.weight");
             let logits = self.matmul(wr, ne, t, x);
             let probs = self.inplace(logits, &[]);
             let argsort = self.other(4 * ne * t, &[probs]);
             let sel = self.view(argsort);
             let wts = self.other(4 * nu * t, &[probs, sel]);
-            let (up, gate) = if let Some(wgu) = self.weight(&format!("{p}ffn_gate_up_exps.weight"))
-            {
+            let (up, gate) = if let Some(wgu) = self.lw(il, "ffn_gate_up_exps.weight") {
                 let gu = self.mul_mat_id(Some(wgu), 2 * nff, nu, t, x, sel);
                 (gu, None)
             } else {
-                let wu = self.weight(&format!("{p}ffn_up_exps.weight"));
-                let wg = self.weight(&format!("{p}ffn_gate_exps.weight"));
+                let wu = self.lw(il, "ffn_up_exps.weight");
+                let wg = self.lw(il, "ffn_gate_exps.weight");
                 let up = self.mul_mat_id(wu, nff, nu, t, x, sel);
                 let gate = self.mul_mat_id(wg, nff, nu, t, x, sel);
                 (up, Some(gate))
             };
             let glu_srcs: Vec<Id> = std::iter::once(up).chain(gate).collect();
             let glu = self.other(4 * nff * nu * t, &glu_srcs);
-            let wd = self.weight(&format!("{p}ffn_down_exps.weight"));
+            let wd = self.lw(il, "ffn_down_exps.weight");
             let down = self.mul_mat_id(wd, e, nu, t, glu, sel);
             let weighted = self.inplace(down, &[wts]);
             let mut moe = weighted;
@@ -496,11 +511,19 @@ impl<'a> Builder<'a> {
                     moe = self.inplace(moe, &[vi]);
                 }
             }
-            let shexp = self
-                .weight(&format!("{p}ffn_up_shexp.weight"))
-                .map(|w| w.dims[1]);
+            let shexp = self.lw(il, "ffn_up_shexp.weight").map(|w| w.dims[1]);
             if let Some(nsh) = shexp {
-                let sh = self.gated(&p, "_shexp", nsh, x, t);
+                let sh = self.gated(
+                    il,
+                    [
+                        "ffn_up_shexp.weight",
+                        "ffn_gate_shexp.weight",
+                        "ffn_down_shexp.weight",
+                    ],
+                    nsh,
+                    x,
+                    t,
+                );
                 moe = self.inplace(moe, &[sh]);
             }
             return Some(moe);
@@ -509,22 +532,28 @@ impl<'a> Builder<'a> {
         if nff == 0 {
             return None;
         }
-        Some(self.gated(&p, "", nff, x, t))
+        Some(self.gated(
+            il,
+            ["ffn_up.weight", "ffn_gate.weight", "ffn_down.weight"],
+            nff,
+            x,
+            t,
+        ))
     }
 
     /// up, gate, glu (not in place), down.
-    fn gated(&mut self, p: &str, suffix: &str, nff: u64, x: Id, t: u64) -> Id {
+    fn gated(&mut self, il: usize, tails: [&str; 3], nff: u64, x: Id, t: u64) -> Id {
         let e = self.model.hparams.n_embd;
-        let wu = self.weight(&format!("{p}ffn_up{suffix}.weight"));
+        let wu = self.lw(il, tails[0]);
         let up = self.matmul(wu, nff, t, x);
-        let wg = self.weight(&format!("{p}ffn_gate{suffix}.weight"));
+        let wg = self.lw(il, tails[1]);
         let act = if wg.is_some() {
             let gate = self.matmul(wg, nff, t, x);
             self.other(4 * nff * t, &[gate, up])
         } else {
             self.inplace(up, &[])
         };
-        let wd = self.weight(&format!("{p}ffn_down{suffix}.weight"));
+        let wd = self.lw(il, tails[2]);
         self.matmul(wd, e, t, act)
     }
 
@@ -534,27 +563,31 @@ impl<'a> Builder<'a> {
     fn recurrent_mixer(&mut self, il: usize, x: Id, t: u64) -> Id {
         let hp = &self.model.hparams;
         let e = hp.n_embd;
-        let p = format!("blk.{il}.");
-        let rows: Vec<(String, u64)> = self
-            .names
-            .keys()
-            .filter(|n| n.starts_with(&p) && n.ends_with(".weight"))
-            .filter_map(|n| {
-                let w = self.weight(n)?;
-                let tail = &n[p.len()..];
-                let is_in = tail.starts_with("ssm_in")
-                    || tail.starts_with("attn_qkv")
-                    || tail.starts_with("attn_gate")
-                    || tail.starts_with("shortconv.in_proj")
-                    || tail.starts_with("ssm_alpha")
-                    || tail.starts_with("ssm_beta");
-                (is_in && w.dims[1] > 1).then(|| (n.to_string(), w.dims[1]))
+        let rows: Vec<(usize, u64)> = self
+            .lookup
+            .layers
+            .get(il)
+            .map(|v| v.as_slice())
+            .unwrap_or(&[])
+            .iter()
+            .filter(|(tail, _)| {
+                tail.ends_with(".weight")
+                    && (tail.starts_with("ssm_in")
+                        || tail.starts_with("attn_qkv")
+                        || tail.starts_with("attn_gate")
+                        || tail.starts_with("shortconv.in_proj")
+                        || tail.starts_with("ssm_alpha")
+                        || tail.starts_with("ssm_beta"))
+            })
+            .filter_map(|&(_, pos)| {
+                let w = self.weight_at(pos)?;
+                (w.dims[1] > 1).then_some((pos, w.dims[1]))
             })
             .collect();
         let mut cur = x;
         let mut outs = Vec::new();
-        for (name, r) in rows {
-            let w = self.weight(&name);
+        for (pos, r) in rows {
+            let w = self.weight_at(pos);
             outs.push(self.matmul(w, r, t, x));
         }
         let width: u64 = outs
@@ -575,9 +608,9 @@ impl<'a> Builder<'a> {
         let st = self.push(st);
         cur = self.other(4 * width.min(4 * e).max(e) * t, &[scan, st]);
         let wo = self
-            .weight(&format!("{p}ssm_out.weight"))
-            .or_else(|| self.weight(&format!("{p}attn_output.weight")))
-            .or_else(|| self.weight(&format!("{p}shortconv.out_proj.weight")));
+            .lw(il, "ssm_out.weight")
+            .or_else(|| self.lw(il, "attn_output.weight"))
+            .or_else(|| self.lw(il, "shortconv.out_proj.weight"));
         self.matmul(wo, e, t, cur)
     }
 }
@@ -683,9 +716,19 @@ pub struct ComputeInput<'a> {
 /// generation graph (bs = n_seq_max) for its split count; buffers are the
 /// max of both.
 pub fn compute(input: &ComputeInput) -> ComputeResult {
-    let pp = simulate(input, input.ctx.pp_tokens(), input.ctx.pp_outputs());
+    let lookup = Lookup::new(input.model);
+    let pp = simulate(
+        input,
+        &lookup,
+        input.ctx.pp_tokens(),
+        input.ctx.pp_outputs(),
+        true,
+    );
     let s = input.ctx.n_seq_max;
-    let tg = simulate(input, s, s);
+    // The generation graph (bs = n_seq_max ≤ n_tokens) only matters for its
+    // split count: every activation scales with the batch, so its buffers
+    // never exceed the prompt graph's.
+    let tg = simulate(input, &lookup, s, s, false);
     ComputeResult {
         device_bytes: pp
             .device_bytes
@@ -725,7 +768,36 @@ pub fn pipeline_parallel(input: &ComputeInput) -> bool {
 
 const SCHED_MAX_COPIES: u64 = 4;
 
-fn simulate(input: &ComputeInput, t: u64, o: u64) -> ComputeResult {
+/// Weight lookup tables built once per simulation: full names, and per
+/// block the `blk.N.` tails in file order.
+pub struct Lookup<'a> {
+    global: HashMap<&'a str, usize>,
+    layers: Vec<Vec<(&'a str, usize)>>,
+}
+
+impl<'a> Lookup<'a> {
+    pub fn new(model: &'a Model) -> Lookup<'a> {
+        let mut global = HashMap::with_capacity(model.tensors.len());
+        let mut layers: Vec<Vec<(&str, usize)>> = vec![Vec::new(); model.blocks.len()];
+        for (i, t) in model.tensors.iter().enumerate() {
+            let name = model.profile.tensors[t.index].name.as_str();
+            global.insert(name, i);
+            if let Some(rest) = name.strip_prefix("blk.") {
+                if let Some((num, tail)) = rest.split_once('.') {
+                    if let Ok(il) = num.parse::<usize>() {
+                        if il >= layers.len() {
+                            layers.resize(il + 1, Vec::new());
+                        }
+                        layers[il].push((tail, i));
+                    }
+                }
+            }
+        }
+        Lookup { global, layers }
+    }
+}
+
+fn simulate(input: &ComputeInput, lookup: &Lookup, t: u64, o: u64, alloc: bool) -> ComputeResult {
     let pl = input.placement;
     let pp_copies = if pipeline_parallel(input) {
         SCHED_MAX_COPIES
@@ -740,13 +812,6 @@ fn simulate(input: &ComputeInput, t: u64, o: u64) -> ComputeResult {
         .enumerate()
         .map(|(i, &d)| (d, i))
         .collect();
-    let names: HashMap<&str, usize> = input
-        .model
-        .tensors
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (input.model.profile.tensors[t.index].name.as_str(), i))
-        .collect();
     let mut b = Builder {
         model: input.model,
         flags: input.flags,
@@ -755,7 +820,7 @@ fn simulate(input: &ComputeInput, t: u64, o: u64) -> ComputeResult {
         placement: pl,
         backend_of_dev,
         cpu,
-        names,
+        lookup,
         nodes: Vec::new(),
     };
     b.build(t, o);
@@ -857,6 +922,7 @@ fn simulate(input: &ComputeInput, t: u64, o: u64) -> ComputeResult {
     // Copies per (src, backend), created in the split that first needs them.
     let mut copies: HashMap<(Src, usize), (u64, u32)> = HashMap::new();
     let mut copy_users: HashMap<(Src, usize), Vec<Id>> = HashMap::new();
+    let mut copy_order: Vec<(Src, usize)> = Vec::new();
     for i in 0..n {
         let nd = &nodes[i];
         if nd.op == Op::Input || is_view(i) {
@@ -879,7 +945,10 @@ fn simulate(input: &ComputeInput, t: u64, o: u64) -> ComputeResult {
         }
         split_of[i] = n_splits;
         let mut add_copy = |key: (Src, usize), size: u64, has: &mut bool| {
-            copies.entry(key).or_insert((size, n_splits));
+            copies.entry(key).or_insert_with(|| {
+                copy_order.push(key);
+                (size, n_splits)
+            });
             copy_users.entry(key).or_default().push(i);
             *has = true;
         };
@@ -911,6 +980,16 @@ fn simulate(input: &ComputeInput, t: u64, o: u64) -> ComputeResult {
         }
     }
 
+    if !alloc {
+        return ComputeResult {
+            device_bytes: vec![0; n_dev],
+            cpu_bytes: 0,
+            splits_pp: n_splits,
+            splits_tg: n_splits,
+            nodes_pp: n,
+        };
+    }
+
     // --- allocation order (graph_copy): per split, its new input copies,
     // then its nodes. Graph inputs are allocated first (gallocr allocates
     // INPUT tensors while counting children).
@@ -920,15 +999,8 @@ fn simulate(input: &ComputeInput, t: u64, o: u64) -> ComputeResult {
         Node(Id),
     }
     let mut by_split: HashMap<u32, Vec<(Src, usize)>> = HashMap::new();
-    let mut keys: Vec<_> = copies.iter().map(|(k, v)| (v.1, *k)).collect();
-    keys.sort_by_key(|(s, k)| {
-        (
-            *s,
-            match k.0 {
-                Src::Node(x) | Src::Weight(x) | Src::Cache(x) => x,
-            },
-        )
-    });
+    // Split inputs in the order the split's nodes reach them (pass 5).
+    let keys: Vec<(u32, (Src, usize))> = copy_order.iter().map(|k| (copies[k].1, *k)).collect();
     for (s, k) in keys {
         by_split.entry(s).or_default().push(k);
     }
@@ -1089,6 +1161,22 @@ fn simulate(input: &ComputeInput, t: u64, o: u64) -> ComputeResult {
                     // never run in place; inputs and outputs are not reused.
                     if nd.op == Op::Inplace {
                         for &p in &nd.srcs {
+                            // A split-input copy is an own tensor (even of a
+                            // view): reusable when this node is its last user.
+                            let key = (Src::Node(p), nb);
+                            if bk(base_of(p)) != nb {
+                                if copy_children.get(&key) == Some(&1) {
+                                    if let Some(&(off, csize)) = copy_at.get(&key) {
+                                        if csize == size {
+                                            copy_at.remove(&key);
+                                            where_[i] = Some((nb, off, size));
+                                            took = true;
+                                            break;
+                                        }
+                                    }
+                                }
+                                continue;
+                            }
                             if is_view(p) {
                                 continue;
                             }
