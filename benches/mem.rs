@@ -67,3 +67,23 @@ fn ggplan_mem_process(bencher: divan::Bencher) {
         assert!(out.status.success() || out.status.code() == Some(3));
     });
 }
+
+/// Placement alone (device list, layer map, -ot matching, weight bytes).
+#[divan::bench]
+fn placement_only_48_layer_moe(bencher: divan::Bencher) {
+    let model = Model::load(Path::new(QWEN3_30B)).expect("shipped profile");
+    let devs = devices();
+    let flags = Flags::parse(&["-c", "32768", "-np", "2", "-fa", "on", "--n-cpu-moe", "8"])
+        .expect("flags");
+    bencher.bench_local(|| {
+        llamacpp::place::place(
+            divan::black_box(&model),
+            &devs,
+            &flags,
+            llamacpp::FIXTURE_BUILD,
+            llamacpp::HostCpu::default(),
+            true,
+        )
+        .expect("place")
+    });
+}

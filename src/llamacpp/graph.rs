@@ -33,6 +33,33 @@ use super::place::{Buft, Placement, HOST_ALIGNMENT};
 
 type Id = usize;
 
+/// FxHash-style hasher for the small integer keys of the simulation: the
+/// std SipHash dominated the run time (the bench goal is ≤ 1 ms).
+#[derive(Default, Clone, Copy)]
+struct Fx(u64);
+
+impl std::hash::Hasher for Fx {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fx>>;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Op {
     Input,
@@ -100,7 +127,7 @@ struct Builder<'a> {
     layout: &'a KvLayout,
     placement: &'a Placement,
     /// Backend index of a hardware device (model devices first, CPU last).
-    backend_of_dev: HashMap<usize, usize>,
+    backend_of_dev: FastMap<usize, usize>,
     cpu: usize,
     lookup: &'a Lookup<'a>,
     nodes: Vec<Node>,
@@ -806,7 +833,7 @@ fn simulate(input: &ComputeInput, lookup: &Lookup, t: u64, o: u64, alloc: bool) 
     };
     let n_dev = pl.model_devices.len();
     let cpu = n_dev;
-    let backend_of_dev: HashMap<usize, usize> = pl
+    let backend_of_dev: FastMap<usize, usize> = pl
         .model_devices
         .iter()
         .enumerate()
@@ -920,8 +947,8 @@ fn simulate(input: &ComputeInput, lookup: &Lookup, t: u64, o: u64, alloc: bool) 
     let mut cur_b: Option<usize> = None;
     let mut split_has_inputs = false;
     // Copies per (src, backend), created in the split that first needs them.
-    let mut copies: HashMap<(Src, usize), (u64, u32)> = HashMap::new();
-    let mut copy_users: HashMap<(Src, usize), Vec<Id>> = HashMap::new();
+    let mut copies: FastMap<(Src, usize), (u64, u32)> = FastMap::default();
+    let mut copy_users: FastMap<(Src, usize), Vec<Id>> = FastMap::default();
     let mut copy_order: Vec<(Src, usize)> = Vec::new();
     for i in 0..n {
         let nd = &nodes[i];
@@ -998,7 +1025,7 @@ fn simulate(input: &ComputeInput, lookup: &Lookup, t: u64, o: u64, alloc: bool) 
         Copy((Src, usize)),
         Node(Id),
     }
-    let mut by_split: HashMap<u32, Vec<(Src, usize)>> = HashMap::new();
+    let mut by_split: FastMap<u32, Vec<(Src, usize)>> = FastMap::default();
     // Split inputs in the order the split's nodes reach them (pass 5).
     let keys: Vec<(u32, (Src, usize))> = copy_order.iter().map(|k| (copies[k].1, *k)).collect();
     for (s, k) in keys {
@@ -1029,7 +1056,7 @@ fn simulate(input: &ComputeInput, lookup: &Lookup, t: u64, o: u64, alloc: bool) 
         i
     };
     let mut children = vec![0u32; n];
-    let mut copy_children: HashMap<(Src, usize), u32> = HashMap::new();
+    let mut copy_children: FastMap<(Src, usize), u32> = FastMap::default();
     for ev in &order {
         match *ev {
             Ev::Copy(k) => {
@@ -1074,14 +1101,12 @@ fn simulate(input: &ComputeInput, lookup: &Lookup, t: u64, o: u64, alloc: bool) 
             }
         }
     }
-    let pos_of: HashMap<usize, usize> = order
-        .iter()
-        .enumerate()
-        .filter_map(|(pos, ev)| match ev {
-            Ev::Node(i) => Some((*i, pos)),
-            Ev::Copy(_) => None,
-        })
-        .collect();
+    let mut pos_of = vec![usize::MAX; n];
+    for (pos, ev) in order.iter().enumerate() {
+        if let Ev::Node(i) = ev {
+            pos_of[*i] = pos;
+        }
+    }
     for i in 0..n {
         if nodes[i].op == Op::Input {
             let r = if first_use[i] != usize::MAX {
@@ -1089,7 +1114,7 @@ fn simulate(input: &ComputeInput, lookup: &Lookup, t: u64, o: u64, alloc: bool) 
             } else {
                 // Position of the next graph node created after it.
                 (i..n)
-                    .find_map(|j| pos_of.get(&j).copied())
+                    .find_map(|j| (pos_of[j] != usize::MAX).then_some(pos_of[j]))
                     .unwrap_or(usize::MAX)
             };
             rank.push((r, i));
@@ -1118,7 +1143,7 @@ fn simulate(input: &ComputeInput, lookup: &Lookup, t: u64, o: u64, alloc: bool) 
             where_[p] = Some((cpu, off, nodes[p].size));
         }
     }
-    let mut copy_at: HashMap<(Src, usize), (u64, u64)> = HashMap::new();
+    let mut copy_at: FastMap<(Src, usize), (u64, u64)> = FastMap::default();
     let node_size = |i: usize, backend: usize| {
         let nd = &nodes[i];
         if backend < cpu && kinds[backend] == BackendKind::Cuda {
