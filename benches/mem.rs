@@ -73,8 +73,8 @@ fn ggplan_mem_process(bencher: divan::Bencher) {
 fn placement_only_48_layer_moe(bencher: divan::Bencher) {
     let model = Model::load(Path::new(QWEN3_30B)).expect("shipped profile");
     let devs = devices();
-    let flags = Flags::parse(&["-c", "32768", "-np", "2", "-fa", "on", "--n-cpu-moe", "8"])
-        .expect("flags");
+    let flags =
+        Flags::parse(&["-c", "32768", "-np", "2", "-fa", "on", "--n-cpu-moe", "8"]).expect("flags");
     bencher.bench_local(|| {
         llamacpp::place::place(
             divan::black_box(&model),

@@ -275,6 +275,13 @@ impl<'a> Builder<'a> {
         let tokens = self.input(4 * t);
         let pos = self.input(4 * t);
         let out_ids = self.input(4 * o);
+        // llm_graph_input_rs: s_copy (I32 per recurrent row).
+        let has_rs = self.model.blocks.iter().any(|b| b.recurrent);
+        let rs_copy = if has_rs {
+            self.input(4 * self.ctx.n_seq_max.max(1))
+        } else {
+            tokens
+        };
         let mask_bytes =
             |cells: u64| cells * ns * t.div_ceil(ns) * if fa { 2 } else { 4 } / ns * ns;
         let has_full = self
@@ -345,6 +352,17 @@ impl<'a> Builder<'a> {
             let dk = u64::from(hp.head_dim_k.get(il).copied().unwrap_or(0));
             let dv = u64::from(hp.head_dim_v.get(il).copied().unwrap_or(0));
             let inp_sa = inp_l;
+            // build_rs: the conv states of the sequences are gathered from
+            // the cache (get_rows by s_copy) before the layer's norm.
+            let mamba2 = self.mamba2_dims(il);
+            let r_rows = mamba2.map(|m| {
+                let g = self.other(4 * (m.d_conv - 1) * m.conv_ch * m.n_seqs, &[rs_copy]);
+                let kvb = self.kv_backend(il);
+                let mut st = Self::node(Op::Store, 0, &[g]);
+                st.forced = Some(kvb);
+                self.push(st);
+                g
+            });
             let w_norm = self.lw(il, "attn_norm.weight");
             let mut cur = self.norm(inp_l, w_norm);
 
@@ -447,7 +465,10 @@ impl<'a> Builder<'a> {
                 let wo = self.lw(il, "attn_output.weight");
                 cur = self.matmul(wo, e, cur_t, attn_out);
             } else if b.recurrent || attn_kind == AttentionKind::Recurrent {
-                cur = self.recurrent_mixer(il, cur, cur_t);
+                cur = match (mamba2, r_rows) {
+                    (Some(m), Some(g)) => self.mamba2_mixer(il, m, g, rs_copy, cur, cur_t),
+                    _ => self.recurrent_mixer(il, cur, cur_t),
+                };
             }
 
             let mut res = inp_sa;
@@ -458,9 +479,13 @@ impl<'a> Builder<'a> {
                 cur_t = o;
             }
             let ffn_inp = self.inplace(cur, &[res]);
-            let w_norm = self.lw(il, "ffn_norm.weight");
-            let fcur = self.norm(ffn_inp, w_norm);
-            let ffn_out = self.ffn(il, fcur, cur_t);
+            let ffn_out = if self.has_ffn(il) {
+                let w_norm = self.lw(il, "ffn_norm.weight");
+                let fcur = self.norm(ffn_inp, w_norm);
+                self.ffn(il, fcur, cur_t)
+            } else {
+                None
+            };
             cur = match ffn_out {
                 Some(f) => self.inplace(f, &[ffn_inp]),
                 None => ffn_inp,
@@ -495,6 +520,13 @@ impl<'a> Builder<'a> {
     }
 
     /// Dense gated FFN, MoE (+ shared experts), or nothing.
+    fn has_ffn(&self, il: usize) -> bool {
+        let hp = &self.model.hparams;
+        let b = &self.model.blocks[il];
+        let routed = b.bytes.get(&TensorGroup::FfnRouted).copied().unwrap_or(0) > 0;
+        (routed && hp.n_expert > 0) || hp.n_ff.get(il).copied().unwrap_or(0) > 0
+    }
+
     fn ffn(&mut self, il: usize, x: Id, t: u64) -> Option<Id> {
         let hp = &self.model.hparams;
         let e = hp.n_embd;
@@ -584,6 +616,99 @@ impl<'a> Builder<'a> {
         self.matmul(wd, e, t, act)
     }
 
+    /// Mamba2 dimensions from the layer's tensors (ssm_conv1d [d_conv,
+    /// conv_ch], ssm_norm [d_inner/ng, ng], ssm_a [1, n_head]).
+    fn mamba2_dims(&self, il: usize) -> Option<Mamba2> {
+        let b = self.model.blocks.get(il)?;
+        if !b.recurrent {
+            return None;
+        }
+        let conv = self.lw(il, "ssm_conv1d.weight")?;
+        let norm = self.lw(il, "ssm_norm.weight")?;
+        let a = self.lw(il, "ssm_a")?;
+        self.lw(il, "ssm_in.weight")?;
+        let d_inner = norm.dims[0] * norm.dims[1];
+        if d_inner == 0 {
+            return None;
+        }
+        let d_state = self.model.hparams.n_embd_s / d_inner;
+        Some(Mamba2 {
+            d_conv: conv.dims[0].max(1),
+            conv_ch: conv.dims[1],
+            d_inner,
+            d_state,
+            n_head: a.dims[1],
+            n_seqs: self.ctx.n_seq_max.max(1),
+        })
+    }
+
+    /// `build_mamba2_layer` (src/models/graph-context-mamba.cpp): in_proj,
+    /// conv window concat, ssm_conv + bias + silu, dt + bias, ssm_scan
+    /// (y and final states), D skip, gated group norm, out_proj.
+    fn mamba2_mixer(&mut self, il: usize, m: Mamba2, r_rows: Id, rs_copy: Id, x: Id, t: u64) -> Id {
+        let e = self.model.hparams.n_embd;
+        let kvb = self.kv_backend(il);
+        let w_in = self.lw(il, "ssm_in.weight");
+        let d_in_proj = w_in.as_ref().map_or(0, |w| w.dims[1]);
+        let zxbcdt = self.matmul(w_in, d_in_proj, t, x);
+        let rv = self.view(r_rows);
+        let xbc_v = self.view(zxbcdt);
+        let concat = self.other(
+            4 * ((m.d_conv - 1) * m.n_seqs + t) * m.conv_ch,
+            &[rv, xbc_v],
+        );
+        let last = self.view(concat);
+        let mut st = Self::node(Op::Store, 0, &[last]);
+        st.forced = Some(kvb);
+        self.push(st);
+        let mut conv = Self::node(Op::Other, 4 * m.conv_ch * t, &[concat]);
+        conv.weight = self.lw(il, "ssm_conv1d.weight");
+        let conv = self.push(conv);
+        let mut bias = Self::node(Op::Inplace, 4 * m.conv_ch * t, &[conv]);
+        bias.weight = self.lw(il, "ssm_conv1d.bias");
+        let bias = self.push(bias);
+        let silu = self.inplace(bias, &[]);
+        let dt_v = self.view(zxbcdt);
+        let dt = self.other(4 * m.n_head * t, &[dt_v]);
+        let dt_r = self.view(dt);
+        let mut dtb = Self::node(Op::Inplace, 4 * m.n_head * t, &[dt_r]);
+        dtb.weight = self.lw(il, "ssm_dt.bias");
+        let dtb = self.push(dtb);
+        let xs = self.view(silu);
+        let bs = self.view(silu);
+        let cs = self.view(silu);
+        let mut scan = Self::node(
+            Op::Other,
+            4 * (m.d_inner * t + m.d_state * m.d_inner * m.n_seqs),
+            &[xs, dtb, bs, cs, rs_copy],
+        );
+        scan.weight = self.lw(il, "ssm_a");
+        scan.cache = Some((kvb, 4 * m.d_state * m.d_inner * m.n_seqs));
+        let scan = self.push(scan);
+        let sv = self.view(scan);
+        let mut st = Self::node(Op::Store, 0, &[sv]);
+        st.forced = Some(kvb);
+        self.push(st);
+        let zv = self.view(zxbcdt);
+        let z = self.other(4 * m.d_inner * t, &[zv]);
+        let xv = self.view(silu);
+        let mut xd = Self::node(Op::Inplace, 4 * m.d_inner * t, &[xv]);
+        xd.weight = self.lw(il, "ssm_d");
+        let xd = self.push(xd);
+        let yv = self.view(scan);
+        let y = self.inplace(yv, &[xd]);
+        let zr = self.view(z);
+        let g = self.other(4 * m.d_inner * t, &[zr, y]);
+        let gv = self.view(g);
+        let gn = self.inplace(gv, &[]);
+        let mut gm = Self::node(Op::Inplace, 4 * m.d_inner * t, &[gn]);
+        gm.weight = self.lw(il, "ssm_norm.weight");
+        let gm = self.push(gm);
+        let gmv = self.view(gm);
+        let wo = self.lw(il, "ssm_out.weight");
+        self.matmul(wo, e, t, gmv)
+    }
+
     /// Recurrent mixer (Mamba2 / Gated DeltaNet / short conv / RWKV),
     /// approximated: every recurrent-group matmul's output alive at once,
     /// a conv window, the state read and written, then the output projection.
@@ -640,6 +765,16 @@ impl<'a> Builder<'a> {
             .or_else(|| self.lw(il, "shortconv.out_proj.weight"));
         self.matmul(wo, e, t, cur)
     }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Mamba2 {
+    d_conv: u64,
+    conv_ch: u64,
+    d_inner: u64,
+    d_state: u64,
+    n_head: u64,
+    n_seqs: u64,
 }
 
 /// Allocation size of a weight copied into a backend's compute buffer
