@@ -308,7 +308,12 @@ impl<'a> Builder<'a> {
         let mk_inputs = |b: &mut Self, cells: u64| {
             let mask = b.input(mask_bytes(cells));
             let kidx = b.input(8 * t);
-            let vidx = b.input(8 * t * v_idx_w(vw_full.max(1)));
+            // K-only caches (MLA, build_attn_inp_k) have no V indices.
+            let vidx = if vw_full > 0 {
+                b.input(8 * t * v_idx_w(vw_full))
+            } else {
+                kidx
+            };
             (mask, kidx, vidx)
         };
         let full_in = has_full.then(|| mk_inputs(self, self.layout.cells));
@@ -378,6 +383,30 @@ impl<'a> Builder<'a> {
                 let kvb = self.kv_backend(il);
                 let cells = layer_cells(attn_kind, self.layout);
                 let mla = attn_kind == AttentionKind::Mla;
+                if mla && self.lw(il, "attn_k_b.weight").is_some() {
+                    let out = self.mla_attention(il, cur, cur_t, mask, kidx, pos);
+                    let wo = self.lw(il, "attn_output.weight");
+                    cur = self.matmul(wo, e, cur_t, out);
+                    let mut res = inp_sa;
+                    if last {
+                        cur = self.other(4 * e * o, &[cur, out_ids]);
+                        res = self.other(4 * e * o, &[inp_sa, out_ids]);
+                        cur_t = o;
+                    }
+                    let ffn_inp = self.inplace(cur, &[res]);
+                    let ffn_out = if self.has_ffn(il) {
+                        let w_norm = self.lw(il, "ffn_norm.weight");
+                        let fcur = self.norm(ffn_inp, w_norm);
+                        self.ffn(il, fcur, cur_t)
+                    } else {
+                        None
+                    };
+                    inp_l = match ffn_out {
+                        Some(f) => self.inplace(f, &[ffn_inp]),
+                        None => ffn_inp,
+                    };
+                    continue;
+                }
                 // MLA: the latent cache (k_width = kv_lora + rope) stands in
                 // for K and V (V is a view of K), one KV head.
                 let (qw, kw, vw, hkv_e, dk_e, dv_e) = if mla {
@@ -614,6 +643,108 @@ impl<'a> Builder<'a> {
         };
         let wd = self.lw(il, tails[2]);
         self.matmul(wd, e, t, act)
+    }
+
+    /// MLA attention with the absorbed K projection (src/models/deepseek2.cpp,
+    /// `is_mla` branch): q (through the q LoRA if present), the compressed
+    /// KV + rope part, q_nope absorbed by wk_b, concatenated Q and K, the
+    /// K-only latent cache, attention over it and the wv_b decompression.
+    fn mla_attention(&mut self, il: usize, x: Id, t: u64, mask: Id, kidx: Id, pos: Id) -> Id {
+        let h = u64::from(self.model.hparams.n_head.get(il).copied().unwrap_or(1));
+        let b = &self.model.blocks[il];
+        let k_width = b.k_width;
+        let kv_lora = self
+            .lw(il, "attn_kv_a_norm.weight")
+            .map_or(k_width, |w| w.dims[0]);
+        let rope = k_width.saturating_sub(kv_lora);
+        let v_head = self
+            .lw(il, "attn_v_b.weight")
+            .map_or(kv_lora, |w| w.dims[1]);
+        let kvb = self.kv_backend(il);
+        let cells = layer_cells(b.attention, self.layout);
+        let ns = self.ctx.n_stream;
+        // q
+        let q = if let Some(wqa) = self.lw(il, "attn_q_a.weight") {
+            let q_lora = wqa.dims[1];
+            let qa = self.matmul(Some(wqa), q_lora, t, x);
+            let wn = self.lw(il, "attn_q_a_norm.weight");
+            let qn = self.norm(qa, wn);
+            let wqb = self.lw(il, "attn_q_b.weight");
+            let rows = wqb.as_ref().map_or(h * k_width, |w| w.dims[1]);
+            self.matmul(wqb, rows, t, qn)
+        } else {
+            let wq = self.lw(il, "attn_q.weight");
+            let rows = wq.as_ref().map_or(h * k_width, |w| w.dims[1]);
+            self.matmul(wq, rows, t, x)
+        };
+        let qv = self.view(q);
+        let qn_v = self.view(qv);
+        let wkb = self.lw(il, "attn_k_b.weight");
+        let mut qabs = Self::node(Op::MulMat, 4 * kv_lora * t * h, &[qn_v]);
+        qabs.weight = wkb;
+        qabs.batch = t;
+        let qabs = self.push(qabs);
+        let qpe_v = self.view(qv);
+        let mut qpe = Self::node(Op::Inplace, 4 * rope * h * t, &[qpe_v, pos]);
+        qpe.forced = None;
+        let qpe = self.push(qpe);
+        let qabs_v = self.view(qabs);
+        let qcur = self.other(4 * k_width * h * t, &[qabs_v, qpe]);
+        // compressed kv + rope part
+        let wkva = self.lw(il, "attn_kv_a_mqa.weight");
+        let kvp = self.matmul(wkva, k_width, t, x);
+        let kvc_v = self.view(kvp);
+        let kvc_n = self.push(Self::node(Op::Inplace, 4 * kv_lora * t, &[kvc_v]));
+        let mut kvc = Self::node(Op::Inplace, 4 * kv_lora * t, &[kvc_n]);
+        kvc.weight = self.lw(il, "attn_kv_a_norm.weight");
+        let kvc = self.push(kvc);
+        let kpe_v = self.view(kvp);
+        let kpe = self.push(Self::node(Op::Inplace, 4 * rope * t, &[kpe_v, pos]));
+        let kvc_r = self.view(kvc);
+        let kcur = self.other(4 * k_width * t, &[kvc_r, kpe]);
+        let mut ks = Self::node(Op::Store, 0, &[kcur, kidx]);
+        ks.forced = Some(kvb);
+        let kstore = self.push(ks);
+        let kt = self.flags.cache_type_k;
+        let k_view = kt.row_size(k_width).unwrap_or(0) * cells * ns;
+        let wvb = self.lw(il, "attn_v_b.weight");
+        let merged = if self.ctx.flash_attn {
+            let mut fa = Self::node(Op::Other, 4 * kv_lora * h * t, &[qcur, mask, kstore]);
+            fa.cache = Some((kvb, k_view));
+            if kt != GgmlType::F16 {
+                fa.cuda_extra = pad(2 * cells * ns * k_width, 128);
+            }
+            let fa = self.push(fa);
+            let fav = self.view(fa);
+            let mut dec = Self::node(Op::MulMat, 4 * v_head * t * h, &[fav]);
+            dec.weight = wvb;
+            dec.batch = t;
+            let dec = self.push(dec);
+            let decv = self.view(dec);
+            self.other(4 * v_head * h * t, &[decv])
+        } else {
+            let mut kq = Self::node(Op::Other, 4 * cells * t * h, &[qcur, kstore]);
+            kq.cache = Some((kvb, k_view));
+            let kq = self.push(kq);
+            let sm = self.inplace(kq, &[mask]);
+            // V is a view of the latent K cache, not transposed:
+            // cont(transpose(v)) in the cache type.
+            let mut vt = Self::node(
+                Op::Other,
+                kt.row_size(kv_lora).unwrap_or(0) * cells * ns,
+                &[kstore],
+            );
+            vt.cache = Some((kvb, k_view));
+            let vt = self.push(vt);
+            let kqv = self.other(4 * kv_lora * t * h, &[vt, sm]);
+            let mut dec = Self::node(Op::MulMat, 4 * v_head * t * h, &[kqv]);
+            dec.weight = wvb;
+            dec.batch = t;
+            let dec = self.push(dec);
+            let decv = self.view(dec);
+            self.other(4 * v_head * h * t, &[decv])
+        };
+        self.view(merged)
     }
 
     /// Mamba2 dimensions from the layer's tensors (ssm_conv1d [d_conv,
