@@ -581,11 +581,20 @@ impl<'a> Builder<'a> {
                 let wu = self.lw(il, "ffn_up_exps.weight");
                 let wg = self.lw(il, "ffn_gate_exps.weight");
                 let up = self.mul_mat_id(wu, nff, nu, t, x, sel);
-                let gate = self.mul_mat_id(wg, nff, nu, t, x, sel);
-                (up, Some(gate))
+                let gate = wg.map(|w| self.mul_mat_id(Some(w), nff, nu, t, x, sel));
+                (up, gate)
             };
-            let glu_srcs: Vec<Id> = std::iter::once(up).chain(gate).collect();
-            let glu = self.other(4 * nff * nu * t, &glu_srcs);
+            // Gated experts: swiglu/geglu (not in place); ungated (nemotron-h
+            // relu², plain silu): unary ops in place on `up`.
+            let glu = match gate {
+                Some(g) => self.other(4 * nff * nu * t, &[g, up]),
+                None if self.lw(il, "ffn_gate_up_exps.weight").is_some() => {
+                    let v0 = self.view(up);
+                    let v1 = self.view(up);
+                    self.other(4 * nff * nu * t, &[v0, v1])
+                }
+                None => self.inplace(up, &[]),
+            };
             let wd = self.lw(il, "ffn_down_exps.weight");
             let down = self.mul_mat_id(wd, e, nu, t, glu, sel);
             let weighted = self.inplace(down, &[wts]);
