@@ -419,9 +419,12 @@ impl<'a> Builder<'a> {
                 // build_attn: q, v, k are expanded in this order, then the
                 // cache stores (cpy_k, cpy_v).
                 let wq = self.lw(il, "attn_q.weight");
-                let q = self.matmul(wq, qw, cur_t, cur);
-                let q = self.view(q);
-                let q = self.inplace(q, &[pos]); // rope
+                // Gated attention (qwen3next/qwen3.5) projects q and its
+                // gate together: size the matmul from the weight.
+                let q_rows = wq.as_ref().map_or(qw, |w| w.dims[1].max(qw));
+                let q_full = self.matmul(wq, q_rows, cur_t, cur);
+                let q = self.view(q_full);
+                let q = self.push(Self::node(Op::Inplace, 4 * qw * cur_t, &[q, pos])); // rope
                 let v = (vw > 0).then(|| {
                     let wv = self.lw(il, "attn_v.weight");
                     self.matmul(wv, vw, cur_t, cur)
@@ -491,12 +494,27 @@ impl<'a> Builder<'a> {
                     let _ = (kq, sm, kqv);
                     c
                 };
+                // Gated attention: sigmoid(gate view of q_full) · attn.
+                let attn_out = if q_rows > qw {
+                    let gv = self.view(q_full);
+                    let gs = self.push(Self::node(Op::Inplace, 4 * dv_e * h * cur_t, &[gv]));
+                    self.push(Self::node(
+                        Op::Inplace,
+                        4 * dv_e * h * cur_t,
+                        &[attn_out, gs],
+                    ))
+                } else {
+                    attn_out
+                };
                 let wo = self.lw(il, "attn_output.weight");
                 cur = self.matmul(wo, e, cur_t, attn_out);
             } else if b.recurrent || attn_kind == AttentionKind::Recurrent {
                 cur = match (mamba2, r_rows) {
                     (Some(m), Some(g)) => self.mamba2_mixer(il, m, g, rs_copy, cur, cur_t),
-                    _ => self.recurrent_mixer(il, cur, cur_t),
+                    _ => match self.gdn_dims(il) {
+                        Some(g) => self.gdn_mixer(il, g, rs_copy, cur, cur_t),
+                        None => self.recurrent_mixer(il, cur, cur_t),
+                    },
                 };
             }
 
@@ -756,6 +774,111 @@ impl<'a> Builder<'a> {
         self.view(merged)
     }
 
+    /// Gated DeltaNet dimensions (qwen3next / qwen3.5 linear-attention
+    /// layers): attn_qkv [E, conv_ch], ssm_out [d_inner, E], ssm_a [H_v],
+    /// state n_embd_s = dk·dv·H_v.
+    fn gdn_dims(&self, il: usize) -> Option<Gdn> {
+        let b = self.model.blocks.get(il)?;
+        if !b.recurrent {
+            return None;
+        }
+        let qkv = self.lw(il, "attn_qkv.weight")?;
+        let out = self.lw(il, "ssm_out.weight")?;
+        let a = self.lw(il, "ssm_a")?;
+        let conv = self.lw(il, "ssm_conv1d.weight")?;
+        let d_inner = out.dims[0];
+        let h_v = a.dims[0].max(1);
+        if d_inner == 0 {
+            return None;
+        }
+        let dk = self.model.hparams.n_embd_s / d_inner;
+        Some(Gdn {
+            d_conv: conv.dims[0].max(1),
+            conv_ch: qkv.dims[1],
+            d_inner,
+            qk_rep: dk * h_v,
+            h_v,
+            n_seqs: self.ctx.n_seq_max.max(1),
+        })
+    }
+
+    /// `build_layer_attn_linear` of qwen3next (b11434): conv states and
+    /// recurrent state gathered, qkv projection, conv window, ssm_conv +
+    /// silu, l2-normed and repeated q/k, beta/alpha gates, the fused
+    /// GATED_DELTA_NET op, gated RMS norm with z, out projection.
+    fn gdn_mixer(&mut self, il: usize, g: Gdn, rs_copy: Id, x: Id, t: u64) -> Id {
+        let e = self.model.hparams.n_embd;
+        let kvb = self.kv_backend(il);
+        let n_embd_r = self.model.hparams.n_embd_r;
+        let n_embd_s = self.model.hparams.n_embd_s;
+        let rg = self.other(4 * n_embd_r * g.n_seqs, &[rs_copy]);
+        let mut st = Self::node(Op::Store, 0, &[rg]);
+        st.forced = Some(kvb);
+        self.push(st);
+        let wqkv = self.lw(il, "attn_qkv.weight");
+        let qkv = self.matmul(wqkv, g.conv_ch, t, x);
+        let rv = self.view(rg);
+        let qv = self.view(qkv);
+        let concat = self.other(4 * ((g.d_conv - 1) * g.n_seqs + t) * g.conv_ch, &[rv, qv]);
+        let last = self.view(concat);
+        let mut st = Self::node(Op::Store, 0, &[last]);
+        st.forced = Some(kvb);
+        self.push(st);
+        let sg = self.other(4 * n_embd_s * g.n_seqs, &[rs_copy]);
+        let mut st = Self::node(Op::Store, 0, &[sg]);
+        st.forced = Some(kvb);
+        self.push(st);
+        let mut conv = Self::node(Op::Other, 4 * g.conv_ch * t, &[concat]);
+        conv.weight = self.lw(il, "ssm_conv1d.weight");
+        let conv = self.push(conv);
+        let silu = self.inplace(conv, &[]);
+        let mut qk = [0usize; 2];
+        for slot in &mut qk {
+            let v = self.view(silu);
+            let n = self.inplace(v, &[]);
+            let sc = self.inplace(n, &[]);
+            *slot = self.other(4 * g.qk_rep * t, &[sc]);
+        }
+        let wba = self.lw(il, "ssm_ba.weight");
+        let ba = self.matmul(wba, 2 * g.h_v, t, x);
+        let av = self.view(ba);
+        let a = self.other(4 * g.h_v * t, &[av]);
+        let mut adt = Self::node(Op::Inplace, 4 * g.h_v * t, &[a]);
+        adt.weight = self.lw(il, "ssm_dt.bias");
+        let adt = self.push(adt);
+        let asp = self.inplace(adt, &[]);
+        let mut gate = Self::node(Op::Inplace, 4 * g.h_v * t, &[asp]);
+        gate.weight = self.lw(il, "ssm_a");
+        let gate = self.push(gate);
+        let bv = self.view(ba);
+        let b = self.other(4 * g.h_v * t, &[bv]);
+        let beta = self.inplace(b, &[]);
+        let vv = self.view(silu);
+        let mut gdn = Self::node(
+            Op::Other,
+            4 * (g.d_inner * t + n_embd_s * g.n_seqs),
+            &[qk[0], qk[1], vv, gate, beta, sg],
+        );
+        gdn.cache = Some((kvb, 0));
+        let gdn = self.push(gdn);
+        let sv = self.view(gdn);
+        let mut st = Self::node(Op::Store, 0, &[sv]);
+        st.forced = Some(kvb);
+        self.push(st);
+        let ov = self.view(gdn);
+        let on = self.inplace(ov, &[]);
+        let mut om = Self::node(Op::Inplace, 4 * g.d_inner * t, &[on]);
+        om.weight = self.lw(il, "ssm_norm.weight");
+        let om = self.push(om);
+        let wz = self.lw(il, "attn_gate.weight");
+        let z = self.matmul(wz, g.d_inner, t, x);
+        let zs = self.inplace(z, &[]);
+        let gated = self.inplace(om, &[zs]);
+        let gv = self.view(gated);
+        let wo = self.lw(il, "ssm_out.weight");
+        self.matmul(wo, e, t, gv)
+    }
+
     /// Mamba2 dimensions from the layer's tensors (ssm_conv1d [d_conv,
     /// conv_ch], ssm_norm [d_inner/ng, ng], ssm_a [1, n_head]).
     fn mamba2_dims(&self, il: usize) -> Option<Mamba2> {
@@ -905,6 +1028,17 @@ impl<'a> Builder<'a> {
             .or_else(|| self.lw(il, "shortconv.out_proj.weight"));
         self.matmul(wo, e, t, cur)
     }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Gdn {
+    d_conv: u64,
+    conv_ch: u64,
+    d_inner: u64,
+    /// q/k width after repeating to the value heads: H_v·dk.
+    qk_rep: u64,
+    h_v: u64,
+    n_seqs: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
