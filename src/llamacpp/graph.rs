@@ -130,6 +130,9 @@ struct Builder<'a> {
     backend_of_dev: FastMap<usize, usize>,
     cpu: usize,
     lookup: &'a Lookup<'a>,
+    /// The next Mamba2 layer's conv-state gather, built early: llama.cpp
+    /// expands it before the current layer's output part (graph order).
+    pending_gather: Option<Id>,
     nodes: Vec<Node>,
 }
 
@@ -360,14 +363,10 @@ impl<'a> Builder<'a> {
             // build_rs: the conv states of the sequences are gathered from
             // the cache (get_rows by s_copy) before the layer's norm.
             let mamba2 = self.mamba2_dims(il);
-            let r_rows = mamba2.map(|m| {
-                let g = self.other(4 * (m.d_conv - 1) * m.conv_ch * m.n_seqs, &[rs_copy]);
-                let kvb = self.kv_backend(il);
-                let mut st = Self::node(Op::Store, 0, &[g]);
-                st.forced = Some(kvb);
-                self.push(st);
-                g
-            });
+            let r_rows = match self.pending_gather.take() {
+                Some(g) => Some(g),
+                None => mamba2.map(|m| self.mamba2_gather(il, m, rs_copy)),
+            };
             let w_norm = self.lw(il, "attn_norm.weight");
             let mut cur = self.norm(inp_l, w_norm);
 
@@ -905,6 +904,15 @@ impl<'a> Builder<'a> {
         })
     }
 
+    fn mamba2_gather(&mut self, il: usize, m: Mamba2, rs_copy: Id) -> Id {
+        let g = self.other(4 * (m.d_conv - 1) * m.conv_ch * m.n_seqs, &[rs_copy]);
+        let kvb = self.kv_backend(il);
+        let mut st = Self::node(Op::Store, 0, &[g]);
+        st.forced = Some(kvb);
+        self.push(st);
+        g
+    }
+
     /// `build_mamba2_layer` (src/models/graph-context-mamba.cpp): in_proj,
     /// conv window concat, ssm_conv + bias + silu, dt + bias, ssm_scan
     /// (y and final states), D skip, gated group norm, out_proj.
@@ -952,6 +960,16 @@ impl<'a> Builder<'a> {
         let mut st = Self::node(Op::Store, 0, &[sv]);
         st.forced = Some(kvb);
         self.push(st);
+        let n_main = self
+            .model
+            .hparams
+            .n_layer
+            .saturating_sub(self.model.hparams.n_nextn) as usize;
+        if il + 1 < n_main {
+            if let Some(next) = self.mamba2_dims(il + 1) {
+                self.pending_gather = Some(self.mamba2_gather(il + 1, next, rs_copy));
+            }
+        }
         let zv = self.view(zxbcdt);
         let z = self.other(4 * m.d_inner * t, &[zv]);
         let xv = self.view(silu);
@@ -1257,6 +1275,7 @@ fn simulate(input: &ComputeInput, lookup: &Lookup, t: u64, o: u64, alloc: bool) 
         backend_of_dev,
         cpu,
         lookup,
+        pending_gather: None,
         nodes: Vec::new(),
     };
     b.build(t, o);
