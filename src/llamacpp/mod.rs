@@ -318,6 +318,14 @@ fn simulate_one(
             device: cpu_name(*d),
         })
         .collect();
+    if flags.fit {
+        // common_fit_params (common/fit.cpp) runs before the load and may
+        // rewrite unset -c, -ngl, -ts and -ot when the projection does not
+        // fit; it is not simulated here.
+        warnings.push(
+            "--fit is on (llama.cpp's default): if this does not fit, llama.cpp changes the unset -c/-ngl/-ts/-ot at load; pass -fit off to pin them".into(),
+        );
+    }
     if flags.split_mode == flags::SplitMode::Tensor {
         warnings.push("-sm tensor is not modelled: placement shown as -sm layer".into());
     }
