@@ -308,6 +308,41 @@ impl<'a> Builder<'a> {
             .map(|b| self.layout.v_width_max.unwrap_or(b.v_width))
             .max()
             .unwrap_or(0);
+        // attn_rot_k: quantized K and every layer's K head size equal and a
+        // multiple of 64 (n_rot_k = largest power of two ≥ 64 dividing it);
+        // attn_rot_v: quantized V, V head % 64 == 0 (n_rot_v = 64). MLA
+        // caches are left out (their rotation is not modelled).
+        let all_eq = |v: &[u32]| -> u64 {
+            let first = v.first().copied().unwrap_or(0);
+            if v.iter().all(|&x| x == first) {
+                u64::from(first)
+            } else {
+                0
+            }
+        };
+        let any_mla = self
+            .model
+            .blocks
+            .iter()
+            .any(|b| b.attention == AttentionKind::Mla);
+        let hk = all_eq(&self.model.hparams.head_dim_k);
+        let hv = all_eq(&self.model.hparams.head_dim_v);
+        let n_rot_k =
+            if self.flags.cache_type_k.is_quantized() && hk > 0 && hk % 64 == 0 && !any_mla {
+                let mut n = 64;
+                while hk % (2 * n) == 0 {
+                    n *= 2;
+                }
+                n
+            } else {
+                0
+            };
+        let n_rot_v =
+            if self.flags.cache_type_v.is_quantized() && hv > 0 && hv % 64 == 0 && !any_mla {
+                64
+            } else {
+                0
+            };
         let mk_inputs = |b: &mut Self, cells: u64| {
             let mask = b.input(mask_bytes(cells));
             let kidx = b.input(8 * t);
@@ -317,7 +352,11 @@ impl<'a> Builder<'a> {
             } else {
                 kidx
             };
-            (mask, kidx, vidx)
+            // Hadamard rotations for quantized caches (llama_kv_cache ctor:
+            // attn_rot_k/v; inputs self_k_rot/self_v_rot, F32 n×n).
+            let krot = (n_rot_k > 0).then(|| b.input(4 * n_rot_k * n_rot_k));
+            let vrot = (n_rot_v > 0).then(|| b.input(4 * n_rot_v * n_rot_v));
+            (mask, kidx, vidx, krot, vrot)
         };
         let full_in = has_full.then(|| mk_inputs(self, self.layout.cells));
         let swa_in =
@@ -373,12 +412,13 @@ impl<'a> Builder<'a> {
             let attn_kind = b.attention;
             let has_attn = b.has_kv && b.k_width > 0 && h > 0;
             if has_attn {
-                let (mask, kidx, vidx) = if matches!(attn_kind, AttentionKind::Swa { .. }) {
-                    swa_in.or(full_in)
-                } else {
-                    full_in.or(swa_in)
-                }
-                .unwrap_or((tokens, tokens, tokens));
+                let (mask, kidx, vidx, krot, vrot) =
+                    if matches!(attn_kind, AttentionKind::Swa { .. }) {
+                        swa_in.or(full_in)
+                    } else {
+                        full_in.or(swa_in)
+                    }
+                    .unwrap_or((tokens, tokens, tokens, None, None));
                 let kvb = self.kv_backend(il);
                 let cells = layer_cells(attn_kind, self.layout);
                 let mla = attn_kind == AttentionKind::Mla;
@@ -424,9 +464,18 @@ impl<'a> Builder<'a> {
                 let q_full = self.matmul(wq, q_rows, cur_t, cur);
                 let q = self.view(q_full);
                 let q = self.push(Self::node(Op::Inplace, 4 * qw * cur_t, &[q, pos])); // rope
+                                                                                       // llama_mul_mat_hadamard: mul_mat(rot, reshape(x)) allocates.
+                let q = match krot {
+                    Some(r) => self.other(4 * qw * cur_t, &[q, r]),
+                    None => q,
+                };
                 let v = (vw > 0).then(|| {
                     let wv = self.lw(il, "attn_v.weight");
-                    self.matmul(wv, vw, cur_t, cur)
+                    let v = self.matmul(wv, vw, cur_t, cur);
+                    match vrot {
+                        Some(r) => self.other(4 * vw * cur_t, &[v, r]),
+                        None => v,
+                    }
                 });
                 let wk = self
                     .lw(il, "attn_k.weight")
@@ -434,6 +483,10 @@ impl<'a> Builder<'a> {
                 let k = self.matmul(wk, kw, cur_t, cur);
                 let k = self.view(k);
                 let k = self.inplace(k, &[pos]);
+                let k = match krot {
+                    Some(r) => self.other(4 * kw * cur_t, &[k, r]),
+                    None => k,
+                };
                 let mut ks = Self::node(Op::Store, 0, &[k, kidx]);
                 ks.forced = Some(kvb);
                 let k_store = self.push(ks);
@@ -492,6 +545,10 @@ impl<'a> Builder<'a> {
                     // not pinned; the host KV views become split inputs.
                     let _ = (kq, sm, kqv);
                     c
+                };
+                let attn_out = match vrot {
+                    Some(r) => self.other(4 * dv_e * h * cur_t, &[attn_out, r]),
+                    None => attn_out,
                 };
                 // Gated attention: sigmoid(gate view of q_full) · attn.
                 let attn_out = if q_rows > qw {
