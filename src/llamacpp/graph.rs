@@ -391,6 +391,7 @@ impl<'a> Builder<'a> {
         }
         let mut cur_t = t;
 
+        let nemotron = self.model.profile.arch.starts_with("nemotron_h");
         for il in 0..n_main {
             let b = &self.model.blocks[il];
             let last = il + 1 == n_main;
@@ -574,6 +575,18 @@ impl<'a> Builder<'a> {
                 };
             }
 
+            if nemotron {
+                // nemotron-h (src/models/nemotron-h.cpp): each block is one of
+                // mamba2 / attention / FFN, then the residual add; the output
+                // rows are selected after the final norm.
+                if !has_attn && !b.recurrent && self.has_ffn(il) {
+                    if let Some(f) = self.ffn(il, cur, cur_t) {
+                        cur = f;
+                    }
+                }
+                inp_l = self.inplace(cur, &[inp_sa]);
+                continue;
+            }
             let mut res = inp_sa;
             if last {
                 // The last layer keeps only the output rows.
@@ -602,8 +615,12 @@ impl<'a> Builder<'a> {
             inp_l
         };
         let w_norm = self.weight("output_norm.weight");
-        let cur = self.norm(cur, w_norm);
-        self.nodes[cur].output = true; // res->t_embd
+        let mut cur = self.norm(cur, w_norm);
+        self.nodes[cur].output = true; // res->t_embd (nemotron-h: t_h_nextn)
+        if nemotron && n_main > 0 {
+            cur = self.other(4 * e * o, &[cur, out_ids]);
+            self.nodes[cur].output = true; // res->t_embd
+        }
         let wout = match self.weight("output.weight") {
             Some(w) => Some(w),
             None => self.tied_output_buft(self.weight("token_embd.weight")),
