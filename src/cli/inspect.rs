@@ -21,9 +21,13 @@ pub struct Args {
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Also say which llama.cpp rule and metadata key produced the layout.
+    #[arg(long)]
+    pub explain: bool,
 }
 
 /// The `--json` document (stable field names; README "inspect --json").
+/// With `--explain`, `explain` carries the same lines as the text output.
 #[derive(Serialize)]
 pub struct Report {
     pub name: String,
@@ -54,6 +58,8 @@ pub struct Report {
     pub experts: Experts,
     pub blocks: Vec<BlockReport>,
     pub warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub explain: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -157,6 +163,7 @@ pub fn report(m: &Model) -> Report {
         },
         blocks,
         warnings: m.warnings.clone(),
+        explain: Vec::new(),
     }
 }
 
@@ -184,7 +191,12 @@ fn layout(m: &Model, b: &Block) -> String {
             " [NextN]"
         });
     }
-    if !b.has_kv && matches!(b.attention, AttentionKind::Full | AttentionKind::Swa { .. }) {
+    if !b.has_kv
+        && matches!(
+            b.attention,
+            AttentionKind::Full | AttentionKind::Swa { .. } | AttentionKind::Mla
+        )
+    {
         s.push_str(" (no KV)");
     }
     s
@@ -203,7 +215,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     for w in &m.warnings {
         eprintln!("warning: {w}");
     }
-    let r = report(&m);
+    let mut r = report(&m);
+    if args.explain {
+        r.explain = m.explain();
+    }
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
@@ -211,7 +226,16 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     let prov = match &r.provenance {
         Provenance::GgufHeader { files } => format!("GGUF header of {}", files.join(", ")),
-        Provenance::Synthetic { description, .. } => format!("SYNTHETIC: {description}"),
+        Provenance::Synthetic { description, .. } => {
+            // The full text (and its sources) is in --json and in the profile.
+            let short: String = description.chars().take(100).collect();
+            let more = if short.len() < description.len() {
+                "…"
+            } else {
+                ""
+            };
+            format!("SYNTHETIC (built from public configs, not a real file): {short}{more}")
+        }
     };
     writeln!(out, "{} ({}) — {prov}", r.name, r.arch)?;
     let mut t = super::table::new_table([
@@ -312,5 +336,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         t.add_row([ty.clone(), format!("{} ({by} B)", Bytes(*by))]);
     }
     writeln!(out, "{t}")?;
+    if args.explain {
+        writeln!(out, "why:")?;
+        for line in m.explain() {
+            writeln!(out, "  - {line}")?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

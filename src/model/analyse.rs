@@ -50,6 +50,10 @@ pub const KNOWN_ARCHS: &[&str] = &[
     "falcon-h1",
 ];
 
+/// Sanity bound on `block_count` (llama.cpp's `LLAMA_MAX_LAYERS` is 512):
+/// protects against a hostile header asking for billions of blocks.
+pub const MAX_LAYERS: u32 = 4096;
+
 /// `llm_arch_is_recurrent`: recurrent state only, no KV cache.
 const RECURRENT_ARCHS: &[&str] = &["mamba", "mamba2", "rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7"];
 
@@ -257,6 +261,7 @@ impl Model {
         let mut seen = HashSet::new();
         let mut bytes = Vec::with_capacity(profile.tensors.len());
         let mut max_blk: Option<u32> = None;
+        let mut total = 0u64;
         for t in &profile.tensors {
             if !seen.insert(t.name.as_str()) {
                 return Err(ModelError::DuplicateTensor {
@@ -278,6 +283,10 @@ impl Model {
                 },
             })?;
             bytes.push(b);
+            total = total.checked_add(b).ok_or_else(|| ModelError::BadTensor {
+                name: t.name.clone(),
+                problem: "the sum of tensor sizes overflows 64 bits".into(),
+            })?;
             if let Some((il, _)) = split_block_name(&t.name) {
                 max_blk = Some(max_blk.map_or(il, |m| m.max(il)));
             }
@@ -318,6 +327,15 @@ impl Model {
                     problem: format!("is in block {m} but block_count is {n_layer}"),
                 });
             }
+        }
+        if n_layer > MAX_LAYERS {
+            return Err(ModelError::BadKey {
+                key: cx.key("block_count"),
+                problem: format!(
+                    "{n_layer} blocks is beyond any llama.cpp build (LLAMA_MAX_LAYERS is 512; \
+                     ggplan accepts up to {MAX_LAYERS})"
+                ),
+            });
         }
         cx.n_layer = n_layer;
         let lt = LayerTensors::new(&profile, n_layer);
@@ -597,22 +615,25 @@ impl Model {
             let l_cache = cx.scalar("shortconv.l_cache")?.unwrap_or(0);
             if wkv != 0 {
                 let shift = cx.scalar("token_shift_count")?.unwrap_or(2);
-                n_embd_r = shift * n_embd;
-                n_embd_s = n_embd * wkv;
+                n_embd_r = shift.saturating_mul(n_embd);
+                n_embd_s = n_embd.saturating_mul(wkv);
             } else if l_cache != 0 {
-                n_embd_r = n_embd * (l_cache - 1);
+                n_embd_r = n_embd.saturating_mul(l_cache - 1);
             } else {
                 let d_conv = cx.scalar("ssm.conv_kernel")?.unwrap_or(0);
                 let d_inner = cx.scalar("ssm.inner_size")?.unwrap_or(0);
                 let d_state = cx.scalar("ssm.state_size")?.unwrap_or(0);
                 let n_group = cx.scalar("ssm.group_count")?.unwrap_or(0);
-                n_embd_r = d_conv.saturating_sub(1) * (d_inner + 2 * n_group * d_state);
-                n_embd_s = d_state * d_inner;
+                // Saturating: the inputs are untrusted metadata.
+                n_embd_r = d_conv.saturating_sub(1).saturating_mul(
+                    d_inner.saturating_add(n_group.saturating_mul(d_state).saturating_mul(2)),
+                );
+                n_embd_s = d_state.saturating_mul(d_inner);
                 if n_embd_s == 0 {
                     // Mamba1 stores A as [d_state, d_inner].
                     if let Some(t) = lt.get(first_rec as u32, "ssm_a") {
                         if t.dims.len() == 2 {
-                            n_embd_s = t.dims[0] * t.dims[1];
+                            n_embd_s = t.dims[0].saturating_mul(t.dims[1]);
                         }
                     }
                     if n_embd_s == 0 && wkv == 0 {
@@ -631,7 +652,7 @@ impl Model {
                 .get(il, "ssm_conv1d.weight")
                 .or_else(|| lt.get(il, "shortconv.conv.weight"));
             if let Some(t) = conv.filter(|t| t.dims.len() == 2 && t.dims[0] > 0) {
-                let r = (t.dims[0] - 1) * t.dims[1];
+                let r = (t.dims[0] - 1).saturating_mul(t.dims[1]);
                 if r != n_embd_r {
                     cx.warn(format!(
                         "recurrent R width from metadata is {n_embd_r} but {} implies {r}; using {r}",
@@ -791,8 +812,8 @@ impl Model {
         self.profile
             .tensors
             .iter()
-            .map(|t| t.dims.iter().product::<u64>())
-            .sum()
+            .map(|t| t.dims.iter().fold(1u64, |a, &d| a.saturating_mul(d)))
+            .fold(0u64, u64::saturating_add)
     }
 
     /// KV bytes per token (one cell in every layer that has KV), for the given
@@ -810,7 +831,7 @@ impl Model {
                 } else {
                     type_v.row_size(b.v_width)?
                 };
-                Some(acc + k + v)
+                acc.checked_add(k)?.checked_add(v)
             })
     }
 
@@ -820,14 +841,18 @@ impl Model {
             .iter()
             .filter(|b| b.has_kv)
             .map(|b| b.kv_bytes_per_token_f16())
-            .sum()
+            .fold(0u64, u64::saturating_add)
     }
 
     /// Recurrent state bytes per sequence: `4 · (n_embd_r + n_embd_s)` (F32)
     /// for every recurrent layer (llama_memory_recurrent, no rollback rows).
     pub fn recurrent_bytes_per_seq(&self) -> u64 {
-        let per_layer = 4 * (self.hparams.n_embd_r + self.hparams.n_embd_s);
-        self.blocks.iter().filter(|b| b.recurrent).count() as u64 * per_layer
+        let per_layer = self
+            .hparams
+            .n_embd_r
+            .saturating_add(self.hparams.n_embd_s)
+            .saturating_mul(4);
+        (self.blocks.iter().filter(|b| b.recurrent).count() as u64).saturating_mul(per_layer)
     }
 
     /// Total bytes per ggml type, over every tensor.
@@ -854,7 +879,7 @@ impl Block {
     /// f16 KV bytes per token of this layer (0 without KV).
     pub fn kv_bytes_per_token_f16(&self) -> u64 {
         if self.has_kv {
-            2 * (self.k_width + self.v_width)
+            self.k_width.saturating_add(self.v_width).saturating_mul(2)
         } else {
             0
         }
@@ -899,5 +924,129 @@ impl TensorGroup {
             TensorGroup::Recurrent => "recurrent",
             TensorGroup::Other => "other",
         }
+    }
+}
+
+impl Model {
+    /// Why the layout is what it is: which llama.cpp rule and which metadata
+    /// key (or default) produced the attention kinds, widths and NextN
+    /// handling. One line per fact, for `inspect --explain`.
+    pub fn explain(&self) -> Vec<String> {
+        let p = &self.profile;
+        let a = p.arch.as_str();
+        let hp = &self.hparams;
+        let has = |suffix: &str| p.arch_meta(suffix).is_some();
+        let mut out = Vec::new();
+        let family = if RECURRENT_ARCHS.contains(&a) {
+            "recurrent (llm_arch_is_recurrent): every layer keeps state, no KV cache"
+        } else if HYBRID_ARCHS.contains(&a) {
+            match a {
+                "nemotron_h" | "nemotron_h_moe" => {
+                    "hybrid: recurrent where head_count_kv[il] == 0 && feed_forward_length[il] == 0, \
+                     attention where not recurrent && feed_forward_length[il] == 0, else FFN only \
+                     (nemotron-h.cpp)"
+                }
+                "qwen3next" | "qwen35" | "qwen35moe" => {
+                    if has("attention.recurrent_layers") {
+                        "hybrid: recurrent layers from attention.recurrent_layers"
+                    } else {
+                        "hybrid: recurrent unless (il + 1) % full_attention_interval == 0 \
+                         (default interval 4), MTP blocks excluded (qwen3next.cpp)"
+                    }
+                }
+                "falcon-h1" => "hybrid: every layer has both attention and recurrent state",
+                _ => "hybrid: recurrent where head_count_kv[il] == 0 (load_arch_hparams)",
+            }
+        } else if KNOWN_ARCHS.contains(&a) {
+            "transformer: every layer attends"
+        } else {
+            "unknown architecture: attention from attn_q/k/v tensors, recurrence from ssm_*/shortconv/time_mix tensors"
+        };
+        out.push(format!("{a}: {family}"));
+        if self
+            .blocks
+            .iter()
+            .any(|b| b.attention == AttentionKind::Mla)
+        {
+            out.push(
+                "MLA (key_length_mla and value_length_mla present, llama_hparams::is_mla): \
+                 K cache only, width key_length × head_count_kv, no V cache"
+                    .into(),
+            );
+        }
+        let swa: Vec<&Block> = self
+            .blocks
+            .iter()
+            .filter(|b| matches!(b.attention, AttentionKind::Swa { .. }))
+            .collect();
+        if let Some(AttentionKind::Swa { window }) = swa.first().map(|b| b.attention) {
+            let src = match p.arch_meta("attention.sliding_window_pattern") {
+                Some(MetaValue::Ints(_) | MetaValue::Bools(_)) => {
+                    "per-layer attention.sliding_window_pattern".to_string()
+                }
+                Some(v) => format!("attention.sliding_window_pattern = {}", v.show()),
+                None => match swa_default(a) {
+                    Some((n, _)) => {
+                        format!("llama.cpp's default period {n} for {a} (load_swa_pattern)")
+                    }
+                    None => "every attention layer (sliding_window > 0)".into(),
+                },
+            };
+            let wsrc = if has("attention.sliding_window") {
+                "attention.sliding_window"
+            } else {
+                "llama.cpp's default"
+            };
+            out.push(format!(
+                "SWA on {} of {} layers from {src}; window {window} from {wsrc}",
+                swa.len(),
+                hp.n_layer
+            ));
+        }
+        if let Some(b) = self.blocks.iter().find(|b| b.has_kv) {
+            let i = b.index as usize;
+            let dk = if has("attention.key_length") {
+                "attention.key_length"
+            } else {
+                "n_embd / head_count"
+            };
+            let hkv = match p.arch_meta("attention.head_count_kv") {
+                Some(MetaValue::Ints(_)) => "per-layer attention.head_count_kv",
+                Some(_) => "attention.head_count_kv",
+                None => "head_count (no head_count_kv key)",
+            };
+            out.push(format!(
+                "KV widths: head size {} from {dk}, {} KV heads from {hkv} (block {i}: K {} + V {} elements)",
+                hp.head_dim_k[i], hp.n_head_kv[i], b.k_width, b.v_width
+            ));
+        }
+        if hp.n_nextn > 0 {
+            out.push(format!(
+                "the last {} of {} blocks are NextN/MTP (nextn_predict_layers): weights TENSOR_SKIP \
+                 unless --spec-type draft-mtp; KV cells {}",
+                hp.n_nextn,
+                hp.n_layer,
+                if self.blocks.iter().any(|b| b.nextn && b.has_kv) {
+                    "allocated (nemotron_h attention filter has no il < n_layer() bound)"
+                } else {
+                    "not allocated in the main context (create_memory filters il < n_layer())"
+                }
+            ));
+        }
+        if self.blocks.iter().any(|b| b.recurrent) {
+            out.push(format!(
+                "recurrent state per layer and sequence: R {} + S {} F32 elements \
+                 (llama_hparams::n_embd_r / n_embd_s)",
+                hp.n_embd_r, hp.n_embd_s
+            ));
+        }
+        out.push(if hp.tied_embeddings {
+            "no output.weight: the output layer reuses token_embd (TENSOR_DUPLICATED: a second copy \
+             where the output layer sits on another device)"
+                .into()
+        } else {
+            "output.weight present (untied embeddings)".into()
+        });
+        out
     }
 }

@@ -717,3 +717,116 @@ fn profile_keeps_planner_metadata_only() {
     assert_eq!(p.name, "llama-tiny");
     assert!(matches!(p.provenance, Provenance::GgufHeader { .. }));
 }
+
+mod robustness {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SUFFIXES: &[&str] = &[
+        "block_count",
+        "nextn_predict_layers",
+        "embedding_length",
+        "context_length",
+        "vocab_size",
+        "feed_forward_length",
+        "attention.head_count",
+        "attention.head_count_kv",
+        "attention.key_length",
+        "attention.value_length",
+        "attention.key_length_swa",
+        "attention.key_length_mla",
+        "attention.value_length_mla",
+        "attention.sliding_window",
+        "attention.sliding_window_pattern",
+        "attention.recurrent_layers",
+        "full_attention_interval",
+        "ssm.conv_kernel",
+        "ssm.inner_size",
+        "ssm.state_size",
+        "ssm.group_count",
+        "shortconv.l_cache",
+        "wkv.head_size",
+        "token_shift_count",
+        "expert_count",
+        "expert_used_count",
+        "expert_feed_forward_length",
+    ];
+
+    fn value() -> impl Strategy<Value = MetaValue> {
+        let int = prop_oneof![
+            Just(0i64),
+            Just(-1),
+            Just(i64::MAX),
+            Just(u32::MAX as i64),
+            0i64..10
+        ];
+        prop_oneof![
+            int.clone().prop_map(MetaValue::Int),
+            proptest::collection::vec(int, 0..6).prop_map(MetaValue::Ints),
+            proptest::collection::vec(any::<bool>(), 1..6).prop_map(MetaValue::Bools),
+            Just(MetaValue::Str("x".into())),
+            Just(MetaValue::Float(0.5)),
+            Just(MetaValue::Len { len: 3 }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Any metadata on a real-shaped tensor table: an error or a model, never a panic.
+        #[test]
+        fn hostile_metadata_never_panics(
+            arch in proptest::sample::select(vec![
+                "llama", "gemma3", "gpt-oss", "deepseek2", "qwen3next", "nemotron_h_moe",
+                "lfm2", "mamba2", "rwkv7", "granitehybrid", "falcon-h1", "weird",
+            ]),
+            kvs in proptest::collection::vec(
+                (proptest::sample::select(SUFFIXES.to_vec()), value()), 0..12),
+        ) {
+            let mut g = G::new("x");
+            embed(&mut g, 64, 10, false);
+            attn(&mut g, 0, 64, 64, 32);
+            mamba2_mixer(&mut g, 1, 64, 64, 96);
+            g.t("blk.2.ffn_up_exps.weight", &[64, 32, 4], Q8);
+            let mut p = g.profile();
+            p.arch = arch.to_string();
+            p.metadata.clear();
+            for (k, v) in kvs {
+                p.metadata.insert(format!("{arch}.{k}"), v);
+            }
+            if let Ok(m) = Model::from_profile(p) {
+                let _ = (m.kv_bytes_per_token_f16(), m.recurrent_bytes_per_seq(), m.params());
+                let _ = m.kv_bytes_per_token(GgmlType::Q8_0, GgmlType::Q4_0);
+            }
+        }
+
+        /// Random edits of a real profile's TOML: an error with a message, or a model.
+        #[test]
+        fn mutated_profile_toml_never_panics(
+            at in 0usize..16_000,
+            len in 0usize..40,
+            with in "[-0-9a-z\\[\\]{}=\",. \n#]{0,40}",
+        ) {
+            let text = include_str!("../../models/gemma-3-270m-Q4_K_M.toml");
+            let at = at.min(text.len());
+            let end = (at + len).min(text.len());
+            if !text.is_char_boundary(at) || !text.is_char_boundary(end) {
+                return Ok(());
+            }
+            let mutated = format!("{}{}{}", &text[..at], with, &text[end..]);
+            match ModelProfile::from_toml_str(&mutated, std::path::Path::new("m.toml")) {
+                Ok(p) => {
+                    let _ = Model::from_profile(p);
+                }
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+    }
+
+    #[test]
+    fn absurd_block_count_is_refused() {
+        let mut g = G::new("llama");
+        g.u("block_count", u32::MAX);
+        let err = Model::from_profile(g.profile()).unwrap_err();
+        assert!(err.to_string().contains("LLAMA_MAX_LAYERS"), "{err}");
+    }
+}

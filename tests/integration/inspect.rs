@@ -79,6 +79,15 @@ fn gemma_table_shows_layout_and_totals() {
     assert!(s.contains("SWA 512 4q/1kv × 256"), "{s}");
     assert!(s.contains("18432"), "{s}");
     assert!(s.contains("246587904"), "{s}");
+    let out = ggplan()
+        .args(["inspect", "--explain", GEMMA])
+        .assert()
+        .success();
+    let s = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(
+        s.contains("SWA on 15 of 18 layers from llama.cpp's default period 6"),
+        "{s}"
+    );
 }
 
 fn tiny_gguf(path: &Path) {
@@ -236,25 +245,24 @@ fn shipped_profiles_match_public_configs() {
     assert!(j["bytes_by_type"]["MXFP4"].as_u64().unwrap() > 50_000_000_000);
 
     let j = load("glm-4.7-flash-q4_k_m");
-    // 47 layers + 1 NextN; MLA caches kv_lora_rank 512 + rope 64 in K only;
-    // b11434 gives the NextN block no KV cells and skips its weights.
-    assert_eq!(j["block_count"], 48);
-    assert_eq!(j["n_nextn"], 1);
-    assert_eq!(kinds(&j), vec!["mla"; 48]);
+    // 47 layers (the published GGUF has no MTP block); MLA caches
+    // kv_lora_rank 512 + rope 64 in K only.
+    assert_eq!(j["block_count"], 47);
+    assert_eq!(j["n_nextn"], 0);
+    assert_eq!(kinds(&j), vec!["mla"; 47]);
     assert_eq!(j["kv_bytes_per_token_f16"], 47 * 2 * (512 + 64));
-    assert_eq!(j["blocks"][47]["k_width"], 576);
-    assert_eq!(j["blocks"][47]["has_kv"], false);
-    assert_eq!(j["blocks"][47]["bytes"], 0);
-    assert_eq!(
-        j["skipped_bytes"],
-        j["blocks"][47]["skipped_bytes"].as_u64().unwrap()
-    );
-    assert_eq!(
-        j["allocated_bytes"].as_u64().unwrap() + j["skipped_bytes"].as_u64().unwrap(),
-        j["tensor_bytes"].as_u64().unwrap()
-    );
+    assert_eq!(j["blocks"][46]["k_width"], 576);
+    assert_eq!(j["blocks"][46]["v_width"], 0);
     assert_eq!(j["experts"]["count"], 64);
     assert_eq!(j["experts"]["shared_count"], 1);
+    // Layer 0 is the one leading dense block.
+    assert!(
+        j["blocks"][0]["bytes_by_group"]["ffn_dense"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(j["blocks"][0]["bytes_by_group"].get("ffn_routed"), None);
 
     let j = load("qwen3-coder-next-q5_k_m");
     // full_attention_interval 4: layers 3, 7, …, 47 attend (2 KV heads × 256).
@@ -328,4 +336,103 @@ fn oracle_fixture_profiles_load() {
         }
     }
     assert!(n >= 10, "only {n} fixture profiles");
+}
+
+/// A model split in two shards: any shard inspects as the whole model, and
+/// the profile records both files and which file holds each tensor.
+#[test]
+fn split_model_profiles_every_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..2u16 {
+        let mut w = Writer::new();
+        if i == 0 {
+            w.kv("general.architecture", Value::String("llama".into()))
+                .kv("llama.block_count", Value::U32(2))
+                .kv("llama.embedding_length", Value::U32(256))
+                .kv("llama.attention.head_count", Value::U32(4))
+                .kv("split.tensors.count", Value::I32(4));
+        }
+        w.kv("split.no", Value::U16(i))
+            .kv("split.count", Value::U16(2));
+        let il = u32::from(i);
+        w.tensor(
+            &format!("blk.{il}.attn_k.weight"),
+            &[256, 256],
+            GgmlType::Q8_0,
+        )
+        .tensor(
+            &format!("blk.{il}.attn_v.weight"),
+            &[256, 256],
+            GgmlType::Q8_0,
+        );
+        w.write_sparse(&dir.path().join(format!("m-{:05}-of-00002.gguf", i + 1)))
+            .unwrap();
+    }
+    let second = dir.path().join("m-00002-of-00002.gguf");
+    let j = inspect_json(&second);
+    assert_eq!(j["tensor_count"], 4);
+    assert_eq!(j["tensor_bytes"], 4 * 256 * 8 * 34);
+    assert_eq!(j["kv_bytes_per_token_f16"], 2 * 2 * (256 + 256));
+    let toml = dir.path().join("m.toml");
+    ggplan()
+        .arg("profile")
+        .arg(&second)
+        .arg("-o")
+        .arg(&toml)
+        .assert()
+        .success();
+    let text = std::fs::read_to_string(&toml).unwrap();
+    assert!(text.contains("m-00001-of-00002.gguf") && text.contains("m-00002-of-00002.gguf"));
+    assert!(text.contains("[\"blk.1.attn_v.weight\", \"Q8_0\", [256, 256], 1, 69632]"));
+    assert_eq!(inspect_json(&toml)["blocks"], j["blocks"]);
+}
+
+/// llama.cpp b11434's own numbers for the oracle's GGUFs: `llama-fit-params -nr
+/// --fit-print on -c 4096` (one sequence, n_ubatch 512) printed `Host <model>
+/// <context> <compute>` MiB, recorded by oracle-gen in /work/cache/oracle-gguf/INDEX.txt.
+/// The profiles must reproduce model (allocated weights) and context (KV at
+/// f16 over 4096 cells, SWA layers over PAD(min(4096, window + 512), 256)
+/// cells, plus recurrent state) to the MiB.
+#[test]
+fn profiles_reproduce_llama_cpp_fit_params() {
+    const MIB: u64 = 1 << 20;
+    let cases: &[(&str, u64, u64)] = &[
+        ("tests/fixtures/oracle/models/deepseek2-mla-tiny", 30, 11),
+        ("tests/fixtures/oracle/models/gemma3-270m-q4_k_m", 235, 27),
+        ("tests/fixtures/oracle/models/gemma3-tiny", 49, 18),
+        ("tests/fixtures/oracle/models/glm4moe-tiny", 27, 16),
+        ("tests/fixtures/oracle/models/gpt-oss-tiny", 34, 4),
+        ("tests/fixtures/oracle/models/lfm2-tiny", 21, 6),
+        ("tests/fixtures/oracle/models/llama-tiny-tied", 67, 24),
+        ("tests/fixtures/oracle/models/llama-tiny", 36, 32),
+        ("tests/fixtures/oracle/models/mamba2-tiny", 11, 1),
+        ("tests/fixtures/oracle/models/nemotron-h-moe-tiny", 28, 5),
+        ("tests/fixtures/oracle/models/qwen3-tiny", 288, 96),
+        ("tests/fixtures/oracle/models/qwen3moe-tiny", 184, 64),
+        ("tests/fixtures/oracle/models/qwen3next-tiny", 54, 8),
+        ("models/gemma-3-270m-Q4_K_M", 235, 27),
+        ("models/glm-4.7-flash-q4_k_m", 17283, 211),
+        ("models/gpt-oss-120b-mxfp4", 60438, 171),
+        ("models/llama-3.1-8b-q8_0", 8137, 512),
+        ("models/nemotron-3-nano-30b-a3b-q4_k_m", 23371, 71),
+        ("models/qwen3-30b-a3b-q4_k_m", 17691, 384),
+        ("models/qwen3-coder-next-q5_k_m", 54115, 171),
+    ];
+    for &(path, model_mib, context_mib) in cases {
+        let j = inspect_json(Path::new(&format!("{path}.toml")));
+        assert_eq!(
+            j["allocated_bytes"].as_u64().unwrap() / MIB,
+            model_mib,
+            "{path} model"
+        );
+        let mut ctx = j["recurrent_bytes_per_seq"].as_u64().unwrap();
+        for b in j["blocks"].as_array().unwrap() {
+            let cells = match b["window"].as_u64() {
+                Some(w) => (w + 512).min(4096).div_ceil(256) * 256,
+                None => 4096,
+            };
+            ctx += b["kv_bytes_per_token_f16"].as_u64().unwrap() * cells;
+        }
+        assert_eq!(ctx / MIB, context_mib, "{path} context");
+    }
 }
