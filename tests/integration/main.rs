@@ -6,6 +6,8 @@ mod header_errors;
 #[cfg(feature = "remote")]
 mod http_server;
 mod inspect;
+mod mem_cli;
+mod mem_oracle;
 mod oracle_fixtures;
 #[cfg(feature = "remote")]
 mod remote;
