@@ -38,7 +38,7 @@ pub struct Args {
     /// A .gguf (any shard) or a model profile .toml.
     pub model: PathBuf,
     /// Hardware file or preset name; without it, CPU only.
-    #[arg(long)]
+    #[arg(long = "hw", visible_alias = "hardware", value_name = "FILE|PRESET")]
     pub hardware: Option<String>,
     /// Output semantics of the tool that runs the flags: `server` (outputs
     /// reserved per slot) or `completion` (llama-completion, llama-bench,
