@@ -1,5 +1,6 @@
 //! Header-read speed (issue #2: "header of a 150k-token vocab + 1,500
-//! tensors: ≤ 10 ms median to a profile").
+//! tensors: ≤ 10 ms median to a profile"): the reader alone, the reader
+//! plus the profile, and a materialise-everything reference.
 //!
 //! The header is built in memory with the crate's writer: a Qwen-sized
 //! vocabulary (151,936 tokens + scores + token types + 151,387 merges, the
@@ -10,11 +11,14 @@
 //! Run: `cargo bench --bench header` (add `--no-default-features` to skip
 //! building ureq/NVML).
 
+use std::path::PathBuf;
 use std::sync::LazyLock;
 
 use divan::{black_box, Bencher};
+use ggplan::gguf::shard::Shard;
 use ggplan::gguf::write::Writer;
 use ggplan::gguf::{read_header, GgmlType, Header, Options, Value};
+use ggplan::model::{ModelProfile, ProfileOptions};
 
 fn main() {
     divan::main();
@@ -128,15 +132,23 @@ fn read_header_materialise_everything(bencher: Bencher) {
     bencher.bench(|| read_header(black_box(bytes), &opts).unwrap());
 }
 
-// LEAD: enable once `crate::model` can build a profile from headers (the
-// issue's "to a profile"). Swap in the real constructor's name; the budget
-// is ≤ 10 ms median for header + profile together.
-//
-// #[divan::bench]
-// fn header_to_profile_150k_vocab_1500_tensors(bencher: Bencher) {
-//     let bytes: &[u8] = &HEADER;
-//     bencher.bench(|| {
-//         let h = read_header(black_box(bytes), &Options::default()).unwrap();
-//         ggplan::model::ModelProfile::from_headers(&[h] /* , … */).unwrap()
-//     });
-// }
+/// The issue's budget: header of a 150k-token vocab + 1,500 tensors to a
+/// profile, ≤ 10 ms median (`ModelProfile::from_shards`, as `ggplan
+/// profile`/`inspect` do after `read_model`).
+#[divan::bench]
+fn header_to_profile_150k_vocab_1500_tensors(bencher: Bencher) {
+    let bytes: &[u8] = &HEADER;
+    let opts = Options {
+        file_len: Some(bytes.len() as u64 + (1 << 40)),
+        ..Options::default()
+    };
+    bencher.bench(|| {
+        let header = read_header(black_box(bytes), &opts).unwrap();
+        let shard = Shard {
+            path: PathBuf::from("bench-00001-of-00001.gguf"),
+            file_len: bytes.len() as u64 + (1 << 40),
+            header,
+        };
+        ModelProfile::from_shards(&[shard], &ProfileOptions::default()).unwrap()
+    });
+}

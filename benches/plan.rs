@@ -7,6 +7,7 @@
 use ggplan::gguf::GgmlType;
 use ggplan::hardware::{presets, Hardware};
 use ggplan::model::Model;
+use ggplan::solver::exact::LlamaCppSimulator;
 use ggplan::solver::plan::{CtxRequest, Planner, Request};
 use ggplan::solver::sim::PlanningSimulator;
 use ggplan::solver::synthetic::{build, Spec};
@@ -27,7 +28,8 @@ fn profile_path() -> std::path::PathBuf {
 /// The shipped Qwen3-Coder-Next Q5_K_M profile (48 blocks, 512 experts,
 /// mixed Q5_K/Q6_K experts): load the profile, analyse, plan, simulate —
 /// everything `ggplan plan models/qwen3-coder-next-q5_k_m.toml --hw
-/// rtx4090-rtx5070ti --ctx 131072` does but parsing argv and printing.
+/// rtx4090-rtx5070ti --ctx 131072` does but parsing argv and printing,
+/// checked by the exact llama.cpp simulator.
 #[divan::bench]
 fn plan_qwen3_coder_next_profile(bencher: divan::Bencher) {
     let (_, hw) = setup();
@@ -39,7 +41,7 @@ fn plan_qwen3_coder_next_profile(bencher: divan::Bencher) {
     bencher.bench(|| {
         let model = Model::load(&path).unwrap();
         let p = Planner::new(&model, &hw, None).unwrap();
-        p.plan(&req, &PlanningSimulator).unwrap().argv
+        p.plan(&req, &LlamaCppSimulator::default()).unwrap().argv
     });
 }
 
@@ -72,7 +74,7 @@ fn plan_max_ctx_hybrid_moe_2gpu(bencher: divan::Bencher) {
 }
 
 /// 10 KV type pairs × 10 slot counts × 10 micro-batches = 1,000 rows, each
-/// the largest context that fits plus its plan, simulated.
+/// the largest context that fits plus its plan, checked by the exact simulator.
 #[divan::bench(sample_count = 5)]
 fn sweep_1000(bencher: divan::Bencher) {
     let (_, hw) = setup();
@@ -97,7 +99,13 @@ fn sweep_1000(bencher: divan::Bencher) {
     let ubs = [64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 4096];
     bencher.bench(|| {
         let p = Planner::new(&model, &hw, None).unwrap();
-        let rows = p.sweep(&Request::default(), &kv, &slots, &ubs, &PlanningSimulator);
+        let rows = p.sweep(
+            &Request::default(),
+            &kv,
+            &slots,
+            &ubs,
+            &LlamaCppSimulator::default(),
+        );
         assert_eq!(rows.len(), 1000);
         rows
     });

@@ -29,6 +29,7 @@ pub mod emit;
 pub mod fsutil;
 pub mod gguf;
 pub mod hardware;
+pub mod llamacpp;
 pub mod model;
 pub mod solver;
 pub mod units;

@@ -23,9 +23,12 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
                 crate::model::ModelError::Read { .. } | crate::model::ModelError::Write { .. } => {
                     IO
                 }
+                crate::model::ModelError::Gguf { source, .. } if source.is_io() => IO,
                 _ => INPUT,
             };
         }
+        // A GGUF that cannot be opened or fetched is I/O (4); one that
+        // parses wrongly is bad input (2).
         if let Some(e) = cause.downcast_ref::<crate::gguf::GgufError>() {
             return if e.is_io() { IO } else { INPUT };
         }

@@ -15,6 +15,7 @@ pub mod exit;
 pub mod header;
 pub mod hw;
 pub mod inspect;
+pub mod mem;
 pub mod plan;
 pub mod profile;
 pub mod table;
@@ -30,21 +31,23 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Show a model's layout: per block attention kind, KV widths, bytes by group; totals.
+    Inspect(inspect::Args),
+    /// Save a model's profile (tensor table + planner metadata) as TOML.
+    Profile(profile::Args),
     /// Show a GGUF file's raw header: metadata, tensor types and sizes.
     Header(header::Args),
     /// Show a hardware file's (or preset's) effective capacity per device.
     Hw(hw::Args),
     /// Write a hardware file for this machine (NVIDIA GPUs through NVML, RAM and cores from the OS).
     Detect(detect::Args),
-    /// vLLM tensor/pipeline-parallel validity, KV budget and the `vllm serve` line.
-    Tp(tp::Args),
-    /// Show a model's layout: per block attention kind, KV widths, bytes by group; totals.
-    Inspect(inspect::Args),
-    /// Save a model's profile (tensor table + planner metadata) as TOML.
-    Profile(profile::Args),
+    /// What llama.cpp allocates per device for a set of llama-server flags.
+    Mem(mem::Args),
     /// Render llama-server flags as a shell line, models.conf section,
     /// llama-swap entry or router preset; or update one entry of a file.
     Emit(Box<emit::Args>),
+    /// vLLM tensor/pipeline-parallel validity, KV budget and the `vllm serve` line.
+    Tp(tp::Args),
     /// Find the fastest placement that fits and print the llama-server flags for it.
     Plan(Box<plan::Args>),
 }
@@ -68,13 +71,14 @@ pub fn main() -> ExitCode {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
+        Command::Inspect(a) => inspect::run(a),
+        Command::Profile(a) => profile::run(a),
         Command::Header(a) => header::run(a),
         Command::Hw(a) => hw::run(a),
         Command::Detect(a) => detect::run(a),
-        Command::Tp(a) => tp::run(a),
-        Command::Inspect(a) => inspect::run(a),
-        Command::Profile(a) => profile::run(a),
+        Command::Mem(a) => mem::run(a),
         Command::Emit(a) => emit::run(a),
+        Command::Tp(a) => tp::run(a),
         Command::Plan(a) => plan::run(a),
     }
 }

@@ -25,11 +25,12 @@ use crate::gguf::GgmlType;
 use crate::hardware::{presets, Hardware};
 use crate::model::Model;
 use crate::solver::baseline::{baselines, why, Baseline};
+use crate::solver::exact::LlamaCppSimulator;
 use crate::solver::milp::Limits;
 use crate::solver::plan::{
     CtxRequest, Outcome, PlanError, Planner, Request, SolverChoice, SweepRow,
 };
-use crate::solver::sim::{PlanningSimulator, SimReport, Simulator};
+use crate::solver::sim::{SimReport, Simulator};
 use crate::solver::synthetic;
 use crate::units::Bytes;
 
@@ -121,10 +122,9 @@ fn load_model(spec: &str) -> anyhow::Result<Model> {
     Ok(synthetic::build(&s))
 }
 
-/// The simulator plans are checked with. The exact llama.cpp simulator
-/// (mem branch) replaces the planning stand-in here at merge.
+/// The simulator plans are checked with: the exact llama.cpp simulator.
 fn simulator() -> Box<dyn Simulator> {
-    Box::new(PlanningSimulator)
+    Box::new(LlamaCppSimulator::default())
 }
 
 fn kv_pair(s: &str) -> anyhow::Result<(GgmlType, GgmlType)> {

@@ -48,7 +48,7 @@ pub struct Args {
     pub gpus: Option<u32>,
     /// A hardware file or preset name: GPU count, memory and compute
     /// capability come from its CUDA/ROCm devices.
-    #[arg(long, value_name = "FILE|PRESET")]
+    #[arg(long, visible_alias = "hardware", value_name = "FILE|PRESET")]
     pub hw: Option<String>,
     /// Memory of one GPU in GiB (enables the KV budget).
     #[arg(long)]

@@ -37,7 +37,7 @@ pub enum GgufError {
         len: u64,
         remaining: u64,
     },
-    #[error("{what} at byte {offset}: count {count} exceeds the limit {limit}")]
+    #[error("{what} at byte {offset} is {count}, but the rest of the file can hold at most {limit} (truncated file or corrupt count)")]
     CountTooLarge {
         what: String,
         offset: u64,
@@ -50,22 +50,29 @@ pub enum GgufError {
     DuplicateKey { key: String, offset: u64 },
     #[error("duplicate tensor name '{name}' at byte {offset}")]
     DuplicateTensor { name: String, offset: u64 },
-    #[error("tensor '{name}' has {n_dims} dimensions (ggml allows at most 4)")]
-    TooManyDims { name: String, n_dims: u64 },
-    #[error("tensor '{name}': dimensions {dims:?} overflow a 64-bit element count")]
-    DimsOverflow { name: String, dims: Vec<u64> },
-    #[error("tensor '{name}': row length {ne0} is not a multiple of {ty}'s block size {block}")]
+    /// `at`: byte offset of the tensor's info record in the header.
+    #[error("tensor '{name}' (info at byte {at}) has {n_dims} dimensions (ggml allows at most 4)")]
+    TooManyDims { name: String, n_dims: u64, at: u64 },
+    #[error("tensor '{name}' (info at byte {at}): dimensions {dims:?} overflow ggml's 64-bit signed element count or byte size")]
+    DimsOverflow {
+        name: String,
+        dims: Vec<u64>,
+        at: u64,
+    },
+    #[error("tensor '{name}' (info at byte {at}): row length {ne0} is not a multiple of {ty}'s block size {block}")]
     BlockMisaligned {
         name: String,
         ne0: u64,
         ty: String,
         block: u64,
+        at: u64,
     },
-    #[error("tensor '{name}': offset {offset} is not a multiple of the alignment {alignment}")]
+    #[error("tensor '{name}' (info at byte {at}): data offset {offset} is not a multiple of the alignment {alignment}")]
     MisalignedOffset {
         name: String,
         offset: u64,
         alignment: u64,
+        at: u64,
     },
     #[error(
         "tensor '{name}': data ends at byte {end}, past the end of the file ({file_len} bytes)"

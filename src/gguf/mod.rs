@@ -4,7 +4,7 @@
 //! metadata count (`u64` since v2), the metadata key/value pairs, one tensor
 //! info per tensor (name, dims in ggml order, type id, offset into the data
 //! region), padding to `general.alignment`, then the data. Everything a planner
-//! needs is in front of the data, so [`read_header`] works on any [`BufRead`]:
+//! needs is in front of the data, so [`read_header`] works on any [`BufRead`](std::io::BufRead):
 //! a file, an in-memory prefix, or an HTTP range reader ([`remote`]).
 //!
 //! Why in-house: the crates measured for this project (gguf-rs, ggus, gguf,
@@ -13,11 +13,20 @@
 //! ([`GgmlType`]) and reports their size as unknown instead of failing.
 //!
 //! Defences against hostile input: every length is checked against the bytes
-//! that remain (when the file length is known) and data is read in bounded
-//! chunks otherwise, so a lying count can never cause an allocation larger
-//! than the bytes actually present; nesting depth is limited; keys must be
-//! UTF-8 (values are decoded lossily: real vocabularies contain invalid
-//! UTF-8 tokens).
+//! that remain (when the file length is known); strings grow only as their
+//! bytes arrive and array pre-allocation is capped otherwise, so a lying
+//! count can never cause an allocation larger than the bytes actually
+//! present; nesting depth is limited; dims follow ggml's int64 rules
+//! (`gguf_init_from_file_impl`); keys and tensor names must be UTF-8 (values
+//! are decoded lossily: real vocabularies contain invalid UTF-8 tokens).
+//! `tests/integration/gguf_roundtrip.rs` (proptest) and `fuzz/` (cargo-fuzz)
+//! check that no input panics.
+//!
+//! Bytes touched: [`read_file`] reads 4 KiB, then doubling ([`FIRST_READ`],
+//! [`MAX_READ`]), so one shard of a split model costs its header rounded up
+//! to a page or so ([`read_file_counted`] reports it); [`CountingReader`]
+//! counts what any reader delivers. Remote reads report requests and bytes
+//! fetched (`remote::FetchStats`).
 //!
 //! ```
 //! use ggplan::gguf::{read_header, Options};
@@ -38,7 +47,9 @@ pub mod write;
 
 pub use count::CountingReader;
 pub use error::GgufError;
-pub use read::{read_file, read_file_counted, read_header, Options, FIRST_READ, MAX_READ};
+pub use read::{
+    read_file, read_file_counted, read_header, Options, FIRST_READ, MAX_DEPTH_CAP, MAX_READ,
+};
 pub use types::{GgmlType, TypeTraits};
 pub use value::{Value, ValueType};
 

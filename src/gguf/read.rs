@@ -22,7 +22,8 @@ pub struct Options {
     /// Total length of the input when known (a local file, a remote
     /// Content-Range). Lets every length field be checked before use.
     pub file_len: Option<u64>,
-    /// Maximum nesting depth of arrays of arrays.
+    /// Maximum nesting depth of arrays of arrays (capped at
+    /// [`MAX_DEPTH_CAP`]: the parser recurses once per level).
     pub max_depth: usize,
 }
 
@@ -35,6 +36,11 @@ impl Default for Options {
         }
     }
 }
+
+/// Hard limit on array nesting whatever [`Options::max_depth`] says: each
+/// level is a recursive call, and a file of nested empty arrays (12 bytes a
+/// level) could otherwise overflow the stack. Real files nest at most 1.
+pub const MAX_DEPTH_CAP: usize = 64;
 
 /// Upper bound on tensor and key counts when the file length is unknown.
 /// Real models have < 10k tensors; the bound only caps pre-allocation.
@@ -202,10 +208,10 @@ impl<R: BufRead> Cursor<R> {
                 Value::String(String::from_utf8_lossy(&raw).into_owned())
             }
             ValueType::Array => {
-                if depth >= opts.max_depth {
+                if depth >= opts.max_depth.min(MAX_DEPTH_CAP) {
                     return Err(GgufError::TooDeep {
                         key: key.to_string(),
-                        max: opts.max_depth,
+                        max: opts.max_depth.min(MAX_DEPTH_CAP),
                     });
                 }
                 let at = self.pos;
@@ -261,10 +267,10 @@ impl<R: BufRead> Cursor<R> {
                 self.skip(len, key)
             }
             None => {
-                if depth >= opts.max_depth {
+                if depth >= opts.max_depth.min(MAX_DEPTH_CAP) {
                     return Err(GgufError::TooDeep {
                         key: key.to_string(),
-                        max: opts.max_depth,
+                        max: opts.max_depth.min(MAX_DEPTH_CAP),
                     });
                 }
                 let at = self.pos;
@@ -390,7 +396,11 @@ pub fn read_header<R: BufRead>(r: R, opts: &Options) -> Result<Header, GgufError
             String::from_utf8(raw).map_err(|_| GgufError::NameNotUtf8 { offset: name_at })?;
         let n_dims = c.u32(&name)? as u64;
         if n_dims as usize > MAX_DIMS {
-            return Err(GgufError::TooManyDims { name, n_dims });
+            return Err(GgufError::TooManyDims {
+                name,
+                n_dims,
+                at: name_at,
+            });
         }
         let mut dims = Vec::with_capacity(n_dims as usize);
         for _ in 0..n_dims {
@@ -409,7 +419,11 @@ pub fn read_header<R: BufRead>(r: R, opts: &Options) -> Result<Header, GgufError
             })
             .is_none()
         {
-            return Err(GgufError::DimsOverflow { name, dims });
+            return Err(GgufError::DimsOverflow {
+                name,
+                dims,
+                at: name_at,
+            });
         }
         if let Some(tr) = ty.traits() {
             let ne0 = dims.first().copied().unwrap_or(1);
@@ -419,10 +433,15 @@ pub fn read_header<R: BufRead>(r: R, opts: &Options) -> Result<Header, GgufError
                     ne0,
                     ty: ty.to_string(),
                     block: tr.block_elems,
+                    at: name_at,
                 });
             }
             if ty.nbytes(&dims).is_none() {
-                return Err(GgufError::DimsOverflow { name, dims });
+                return Err(GgufError::DimsOverflow {
+                    name,
+                    dims,
+                    at: name_at,
+                });
             }
         }
         if offset % alignment != 0 {
@@ -430,6 +449,7 @@ pub fn read_header<R: BufRead>(r: R, opts: &Options) -> Result<Header, GgufError
                 name,
                 offset,
                 alignment,
+                at: name_at,
             });
         }
         if !seen_names.insert(name.clone()) {
@@ -984,5 +1004,32 @@ mod tests {
             "{io} for a {} byte header",
             h.bytes_read
         );
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        // 100k levels of "array of 1 array": 12 bytes each.
+        let mut w = Writer::new();
+        w.kv("deep", Value::U8(0));
+        let mut b = w.finish();
+        let at = first_value_at("deep") - 4;
+        b.truncate(at);
+        b.extend_from_slice(&9u32.to_le_bytes()); // the kv's type: array
+        for _ in 0..100_000 {
+            b.extend_from_slice(&9u32.to_le_bytes()); // elements: arrays
+            b.extend_from_slice(&1u64.to_le_bytes()); // one of them
+        }
+        for max_array_len in [0, 4096] {
+            let opts = Options {
+                max_depth: usize::MAX,
+                max_array_len,
+                ..Options::default()
+            };
+            let err = read_header(&b[..], &opts).unwrap_err();
+            assert!(
+                matches!(&err, GgufError::TooDeep { key, max: MAX_DEPTH_CAP } if key == "deep"),
+                "{err}"
+            );
+        }
     }
 }

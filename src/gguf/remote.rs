@@ -18,12 +18,12 @@
 //! `?download=true` is kept).
 
 use std::io::{self, BufRead, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::shard::{check_split_keys, parse_shard_name};
+use super::shard::{check_split_keys, parse_shard_name, Shard};
 use super::{read_header, GgufError, Header, Options};
 
 /// Settings of a remote read.
@@ -37,6 +37,11 @@ pub struct RemoteOptions {
     pub max_chunk: u64,
     /// Time limit for one request, connection to last body byte.
     pub timeout: Duration,
+    /// Most bytes one file may cost before the read gives up: a header
+    /// larger than this is not a model a planner can use (the largest real
+    /// ones, 256k-token vocabularies, are ~15 MB), and the cap keeps a
+    /// hostile server from streaming gigabytes of "header".
+    pub max_fetch: u64,
 }
 
 impl Default for RemoteOptions {
@@ -46,6 +51,7 @@ impl Default for RemoteOptions {
             chunk: 2 << 20,
             max_chunk: 16 << 20,
             timeout: Duration::from_secs(30),
+            max_fetch: 256 << 20,
         }
     }
 }
@@ -83,6 +89,8 @@ pub enum RemoteError {
     BadContentRange { value: String, start: u64, end: u64 },
     #[error("the server did not say the file length (Content-Range '{0}')")]
     UnknownLength(String),
+    #[error("the header is larger than the {limit} bytes a remote read may fetch")]
+    TooLarge { limit: u64 },
     #[error("the answer for bytes {start}-{end} has {got} bytes, Content-Range says {expected}")]
     BodyLength {
         start: u64,
@@ -107,6 +115,7 @@ pub struct RangeReader {
     file_len: Option<u64>,
     chunk: u64,
     max_chunk: u64,
+    max_fetch: u64,
     stats: FetchStats,
 }
 
@@ -138,6 +147,7 @@ impl RangeReader {
             file_len: None,
             chunk: opts.chunk.max(1),
             max_chunk: opts.max_chunk.max(opts.chunk).max(1),
+            max_fetch: opts.max_fetch,
             stats: FetchStats::default(),
         }
     }
@@ -161,7 +171,12 @@ impl RangeReader {
         self.buf.clear();
         self.buf_pos = 0;
         let start = self.next;
-        let mut n = self.chunk;
+        if start >= self.max_fetch {
+            return Err(RemoteError::TooLarge {
+                limit: self.max_fetch,
+            });
+        }
+        let mut n = self.chunk.min(self.max_fetch - start);
         if let Some(len) = self.file_len {
             if start >= len {
                 return Ok(());
@@ -306,6 +321,18 @@ pub struct RemoteHeader {
     /// Total file length, from `Content-Range`.
     pub file_len: u64,
     pub stats: FetchStats,
+}
+
+/// A remote file as a [`Shard`] (its `path` is the URL), so code written for
+/// local models — `ModelProfile::from_shards` — takes remote ones unchanged.
+impl From<RemoteHeader> for Shard {
+    fn from(r: RemoteHeader) -> Shard {
+        Shard {
+            path: PathBuf::from(r.url),
+            header: r.header,
+            file_len: r.file_len,
+        }
+    }
 }
 
 /// Turn a reader error into a [`GgufError`] that names the URL: a failed

@@ -118,12 +118,13 @@ pub(crate) fn check_split_keys(shards: &[(&Path, &Header)]) -> Result<(), GgufEr
         }
     }
     let mut seen = std::collections::HashSet::new();
-    for (_, header) in shards {
+    for (path, header) in shards {
         for t in &header.tensors {
+            // (Within one file read_header already rejects duplicates.)
             if !seen.insert(t.name.as_str()) {
-                return Err(GgufError::DuplicateTensor {
-                    name: t.name.clone(),
-                    offset: 0,
+                return Err(GgufError::Shard {
+                    path: path.to_path_buf(),
+                    problem: format!("tensor '{}' is also in an earlier shard", t.name),
                 });
             }
         }
@@ -278,6 +279,30 @@ mod tests {
         assert_eq!(
             shards[4].header.get(KEY_SPLIT_NO).unwrap().as_u64(),
             Some(4)
+        );
+    }
+
+    #[test]
+    fn a_tensor_in_two_shards_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..2u16 {
+            let mut w = Writer::new();
+            w.kv(KEY_SPLIT_NO, Value::U16(i));
+            w.kv(KEY_SPLIT_COUNT, Value::U16(2));
+            w.tensor("blk.0.attn_q.weight", &[256, 2], GgmlType::Q4_K);
+            w.write_sparse(&dir.path().join(format!("d-{:05}-of-00002.gguf", i + 1)))
+                .unwrap();
+        }
+        let err = read_model(
+            &dir.path().join("d-00001-of-00002.gguf"),
+            &Options::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("d-00002-of-00002.gguf")
+                && err.contains("'blk.0.attn_q.weight' is also in an earlier shard"),
+            "{err}"
         );
     }
 }

@@ -7,6 +7,7 @@
 pub mod baseline;
 pub mod costs;
 pub mod dp;
+pub mod exact;
 pub mod flags;
 pub mod layout;
 pub mod milp;

@@ -1,53 +1,13 @@
 //! The check every plan passes before it is shown: its argv, as emitted,
 //! run through a [`Simulator`] of llama.cpp.
 //!
-//! The exact simulator lives in `crate::llamacpp` (the `mem` branch); it
-//! plugs in by implementing [`Simulator`] (parse the argv with
-//! `llamacpp::Flags::parse`, `llamacpp::simulate`, map its `DeviceUse` rows
-//! into [`SimReport`]). Until then [`PlanningSimulator`] stands in: it
-//! parses the flags the planner emits, re-derives the placement from them
-//! with llama.cpp's rules (`-ngl/-ts/-dev/-sm` through
+//! The exact simulator is [`super::exact::LlamaCppSimulator`]
+//! (`crate::llamacpp`), which `ggplan plan` uses. [`PlanningSimulator`] is
+//! the planner's own model behind the same trait, for tests, benches and
+//! cross-checks: it parses the flags the planner emits, re-derives the
+//! placement from them with llama.cpp's rules (`-ngl/-ts/-dev/-sm` through
 //! [`llama_layer_devices`], `-ot` by first-match regex search over the
-//! model's real tensor names) and sizes it with the planning model. So the
-//! argv → placement round trip is real even before the exact sizes are.
-//!
-//! The adapter for the exact simulator (mem branch API as of its
-//! `36ed20d`), to drop in at merge and return from `cli::plan::simulator()`:
-//!
-//! ```ignore
-//! pub struct LlamaCppSimulator(pub crate::llamacpp::Options);
-//!
-//! impl Simulator for LlamaCppSimulator {
-//!     fn simulate(&self, model: &Model, hw: &Hardware, argv: &[String]) -> Result<SimReport, SimError> {
-//!         use crate::llamacpp::{self, device, place, Flags};
-//!         let err = |e: &dyn std::fmt::Display| SimError::Other(e.to_string());
-//!         let flags = Flags::parse(argv).map_err(|e| err(&e))?;
-//!         let devices = device::from_hardware(hw);
-//!         let sim = llamacpp::simulate(model, None, &devices, &flags, &self.0).map_err(|e| err(&e))?;
-//!         let pl = place::place(model, &devices, &flags, self.0.build, self.0.host_cpu,
-//!                               flags.load_mode.uses_mmap()).map_err(|e| err(&e))?;
-//!         let layout = super::plan::layout_from_tensors(model, pl.layer_device.clone(),
-//!                                                       |i| pl.tensor_buft[i].map(|b| b.device()));
-//!         let row = |u: &llamacpp::DeviceUse| DeviceReport {
-//!             name: u.name.clone(),
-//!             model_bytes: u.model_bytes,
-//!             context_bytes: u.context_bytes,
-//!             compute_bytes: u.compute_bytes,
-//!             output_bytes: u.output_bytes,
-//!         };
-//!         let n = hw.devices.len();
-//!         Ok(SimReport {
-//!             devices: sim.devices[..n].iter().map(row).collect(),
-//!             host: row(&sim.devices[n]),
-//!             layer_dev: layout.layer_dev,
-//!             ffn_host: layout.ffn_host,
-//!             splits_tg: sim.splits_tg,
-//!             splits_pp: sim.splits_pp,
-//!             simulator: format!("llama.cpp simulator (build {})", sim.build.0),
-//!         })
-//!     }
-//! }
-//! ```
+//! model's real tensor names) and sizes it with the planning model.
 
 use regex::Regex;
 use serde::Serialize;

@@ -126,8 +126,14 @@ struct Builder {
 
 impl Builder {
     fn add(&mut self, name: String, ty: GgmlType, dims: Vec<u64>, class: TensorClass) -> u64 {
-        // Norms and 1-D tensors are F32 in every real GGUF.
-        let ty = if dims.len() == 1 { GgmlType::F32 } else { ty };
+        // Norms and 1-D tensors are F32 in every real GGUF, and so is any
+        // tensor whose rows are not whole quant blocks (ssm_conv1d).
+        let whole = dims.first().is_some_and(|&d| ty.row_size(d).is_some());
+        let ty = if dims.len() == 1 || !whole {
+            GgmlType::F32
+        } else {
+            ty
+        };
         let n = ty.nbytes(&dims).unwrap_or(0);
         self.tensors.push(TensorEntry {
             name,

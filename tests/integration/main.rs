@@ -2,9 +2,13 @@ mod emit;
 mod emit_llamacpp;
 mod gguf_roundtrip;
 mod hardware;
+mod header_errors;
 #[cfg(feature = "remote")]
 mod http_server;
 mod inspect;
+mod mem_cli;
+mod mem_oracle;
+mod oracle_fixtures;
 mod plan;
 #[cfg(feature = "remote")]
 mod remote;

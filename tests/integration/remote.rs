@@ -107,6 +107,30 @@ fn remote_header_equals_local_and_fetches_only_the_header() {
 }
 
 #[test]
+fn remote_profile_equals_local_profile() {
+    use ggplan::gguf::shard::Shard;
+    use ggplan::model::{ModelProfile, ProfileOptions};
+    let w = model_writer(None);
+    let dir = tempfile::tempdir().unwrap();
+    let local_path = dir.path().join("m.gguf");
+    w.write_sparse(&local_path).unwrap();
+    let server = Server::start(HashMap::from([("/m.gguf".into(), vfile(&w))]), Mode::Range);
+    let shards: Vec<Shard> = read_model_url(
+        &format!("{}/m.gguf", server.base),
+        &RemoteOptions::default(),
+    )
+    .unwrap()
+    .into_iter()
+    .map(Shard::from)
+    .collect();
+    let opts = ProfileOptions::default();
+    let remote = ModelProfile::from_shards(&shards, &opts).unwrap();
+    let local = ModelProfile::from_gguf(&local_path, &opts).unwrap();
+    assert_eq!(remote, local);
+    assert_eq!(remote.tensors.len(), 4);
+}
+
+#[test]
 fn redirects_keep_the_range() {
     let w = model_writer(None);
     let server = Server::start(
@@ -198,6 +222,24 @@ fn missing_content_range_is_a_clear_error() {
     let msg = error_with(Mode::NoContentRange, &RemoteOptions::default());
     assert!(msg.contains("no Content-Range"), "{msg}");
     assert!(msg.contains("bytes 0-2097151"), "{msg}");
+}
+
+#[test]
+fn a_header_larger_than_max_fetch_stops() {
+    let opts = RemoteOptions {
+        max_fetch: 100_000,
+        ..small_chunks()
+    };
+    let w = model_writer(None);
+    let server = Server::start(HashMap::from([("/m.gguf".into(), vfile(&w))]), Mode::Range);
+    let err = read_url(&format!("{}/m.gguf", server.base), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("larger than the 100000 bytes"), "{err}");
+    // 64 KiB, then the 34,464 bytes left under the cap.
+    let seen = server.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].range, Some((65_536, 99_999)));
 }
 
 #[test]

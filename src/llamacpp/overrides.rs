@@ -1,0 +1,195 @@
+//! `-ot` patterns: llama.cpp matches them with `std::regex_search(name,
+//! std::regex(pattern))` (llama_model_loader::create_tensor) — ECMAScript
+//! grammar, unanchored, first match wins. We match with the `regex` crate
+//! (bytes, ASCII classes) and refuse the constructs whose meaning differs
+//! between the two dialects instead of guessing.
+
+use regex::bytes::{Regex, RegexBuilder};
+
+use super::error::FlagError;
+
+/// `LLM_FFN_EXPS_REGEX` (common/common.h): the routed-expert tensors `--cpu-moe` moves.
+pub const LLM_FFN_EXPS_REGEX: &str = "\\.ffn_(up|down|gate|gate_up)_(ch|)exps";
+
+/// A compiled `-ot` pattern that means the same in ECMAScript and here.
+#[derive(Clone, Debug)]
+pub struct OverridePattern {
+    source: String,
+    re: Regex,
+}
+
+impl OverridePattern {
+    pub fn new(pattern: &str) -> Result<OverridePattern, FlagError> {
+        check_dialect(pattern).map_err(|reason| FlagError::Pattern {
+            pattern: pattern.to_string(),
+            reason,
+        })?;
+        // unicode(false): `\d`, `\w`, `\s` and `.` are ASCII/byte based, as in
+        // std::regex over std::string.
+        let re = RegexBuilder::new(pattern)
+            .unicode(false)
+            .build()
+            .map_err(|e| FlagError::Pattern {
+                pattern: pattern.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(OverridePattern {
+            source: pattern.to_string(),
+            re,
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// `std::regex_search`: a match anywhere in the name.
+    pub fn is_match(&self, name: &str) -> bool {
+        self.re.is_match(name.as_bytes())
+    }
+}
+
+/// Reject syntax that ECMAScript and the `regex` crate read differently (or
+/// that one of them rejects), so a pattern we accept selects exactly what
+/// llama.cpp selects.
+fn check_dialect(p: &str) -> Result<(), String> {
+    let b = p.as_bytes();
+    let mut i = 0;
+    let mut in_class = false;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'\\' {
+            let Some(&n) = b.get(i + 1) else {
+                return Err("trailing backslash".into());
+            };
+            match n {
+                b'1'..=b'9' | b'k' => {
+                    return Err("backreferences are not supported".into());
+                }
+                b'p' | b'P' | b'A' | b'z' | b'Z' | b'u' | b'c' | b'0' | b'x' | b'Q' | b'E' => {
+                    return Err(format!(
+                        "escape \\{} differs between ECMAScript (llama.cpp) and this matcher",
+                        n as char
+                    ));
+                }
+                _ => {}
+            }
+            i += 2;
+            continue;
+        }
+        if in_class {
+            match c {
+                b']' => in_class = false,
+                b'[' => {
+                    return Err(
+                        "'[' inside a character class (nested class here, literal in ECMAScript)"
+                            .into(),
+                    )
+                }
+                b'&' | b'-' | b'~' if b.get(i + 1) == Some(&c) => {
+                    return Err(format!(
+                        "'{0}{0}' inside a character class (set operation here, literal in ECMAScript)",
+                        c as char
+                    ));
+                }
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        match c {
+            b'[' => {
+                in_class = true;
+                // A ']' right after '[' or '[^' is literal in Rust but closes an
+                // empty class in ECMAScript.
+                let mut j = i + 1;
+                if b.get(j) == Some(&b'^') {
+                    j += 1;
+                }
+                if b.get(j) == Some(&b']') {
+                    return Err("']' first in a character class".into());
+                }
+                i = j;
+                continue;
+            }
+            b'(' if b.get(i + 1) == Some(&b'?') => {
+                let what = match b.get(i + 2) {
+                    Some(b':') => None,
+                    Some(b'=') | Some(b'!') => Some("lookahead is not supported here"),
+                    Some(b'<') if matches!(b.get(i + 3), Some(b'=') | Some(b'!')) => {
+                        Some("lookbehind is not supported")
+                    }
+                    _ => Some("inline flags / named groups are not ECMAScript"),
+                };
+                if let Some(w) = what {
+                    return Err(w.into());
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unanchored_search_like_regex_search() {
+        let p = OverridePattern::new("blk\\.1\\.").unwrap();
+        assert!(p.is_match("blk.1.attn_q.weight"));
+        assert!(!p.is_match("blk.10.attn_q.weight"));
+        let p = OverridePattern::new("blk\\.1").unwrap();
+        assert!(p.is_match("blk.10.attn_q.weight"));
+        let p = OverridePattern::new("exps").unwrap();
+        assert!(p.is_match("blk.3.ffn_down_exps.weight"));
+    }
+
+    #[test]
+    fn moe_regex_matches_experts_not_shared_or_router() {
+        let p = OverridePattern::new(LLM_FFN_EXPS_REGEX).unwrap();
+        for n in [
+            "blk.0.ffn_up_exps.weight",
+            "blk.0.ffn_gate_up_exps.weight",
+            "blk.0.ffn_down_chexps.weight",
+            "blk.0.ffn_down_exps.bias",
+        ] {
+            assert!(p.is_match(n), "{n}");
+        }
+        for n in [
+            "blk.0.ffn_up_shexp.weight",
+            "blk.0.ffn_gate_inp.weight",
+            "blk.0.ffn_up.weight",
+        ] {
+            assert!(!p.is_match(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn dialect_differences_are_refused() {
+        for bad in [
+            "(?i)blk",
+            "(?=x)",
+            "(?<n>x)",
+            "(a)\\1",
+            "[a-z&&[^x]]",
+            "[[]",
+            "\\pL",
+            "\\Ablk",
+            "[]a]",
+        ] {
+            assert!(OverridePattern::new(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "(?:a|b)x",
+            "blk\\.\\d+\\.ffn_.*",
+            "[0-9]+",
+            "^output\\.weight$",
+            "a-b",
+        ] {
+            assert!(OverridePattern::new(good).is_ok(), "{good}");
+        }
+    }
+}
