@@ -133,6 +133,8 @@ struct Builder<'a> {
     /// The next Mamba2 layer's conv-state gather, built early: llama.cpp
     /// expands it before the current layer's output part (graph order).
     pending_gather: Option<Id>,
+    /// The s_copy input of hybrid/recurrent models (llm_graph_input_rs).
+    rs_copy: Option<Id>,
     nodes: Vec<Node>,
 }
 
@@ -281,7 +283,9 @@ impl<'a> Builder<'a> {
         // llm_graph_input_rs: s_copy (I32 per recurrent row).
         let has_rs = self.model.blocks.iter().any(|b| b.recurrent);
         let rs_copy = if has_rs {
-            self.input(4 * self.ctx.n_seq_max.max(1))
+            let r = self.input(4 * self.ctx.n_seq_max.max(1));
+            self.rs_copy = Some(r);
+            r
         } else {
             tokens
         };
@@ -699,6 +703,9 @@ impl<'a> Builder<'a> {
                     moe = self.inplace(moe, &[vi]);
                 }
             }
+            if let Some(rs) = self.rs_copy {
+                self.gather_next_mamba2(il, rs);
+            }
             let shexp = self.lw(il, "ffn_up_shexp.weight").map(|w| w.dims[1]);
             if let Some(nsh) = shexp {
                 let sh = self.gated(
@@ -978,6 +985,26 @@ impl<'a> Builder<'a> {
         })
     }
 
+    /// The next layer's Mamba2 conv-state gather (`build_rs` at the start of
+    /// `build_mamba2_layer`, src/models/mamba-base.cpp) only reads the cache
+    /// and s_copy, so `ggml_build_forward_expand` places it right after the
+    /// last node the current layer expanded explicitly: the state stores of a
+    /// Mamba2 layer, the expert sum of `build_moe_ffn` (llama-graph.cpp), the
+    /// K/V stores of `build_attn`. Everything the current layer builds after
+    /// that point is only reached later, through the next layer's inputs.
+    fn gather_next_mamba2(&mut self, il: usize, rs_copy: Id) {
+        let n_main = self
+            .model
+            .hparams
+            .n_layer
+            .saturating_sub(self.model.hparams.n_nextn) as usize;
+        if il + 1 < n_main && self.pending_gather.is_none() {
+            if let Some(next) = self.mamba2_dims(il + 1) {
+                self.pending_gather = Some(self.mamba2_gather(il + 1, next, rs_copy));
+            }
+        }
+    }
+
     fn mamba2_gather(&mut self, il: usize, m: Mamba2, rs_copy: Id) -> Id {
         let g = self.other(4 * (m.d_conv - 1) * m.conv_ch * m.n_seqs, &[rs_copy]);
         let kvb = self.kv_backend(il);
@@ -1034,16 +1061,7 @@ impl<'a> Builder<'a> {
         let mut st = Self::node(Op::Store, 0, &[sv]);
         st.forced = Some(kvb);
         self.push(st);
-        let n_main = self
-            .model
-            .hparams
-            .n_layer
-            .saturating_sub(self.model.hparams.n_nextn) as usize;
-        if il + 1 < n_main {
-            if let Some(next) = self.mamba2_dims(il + 1) {
-                self.pending_gather = Some(self.mamba2_gather(il + 1, next, rs_copy));
-            }
-        }
+        self.gather_next_mamba2(il, rs_copy);
         let zv = self.view(zxbcdt);
         let z = self.other(4 * m.d_inner * t, &[zv]);
         let xv = self.view(silu);
@@ -1350,6 +1368,7 @@ fn simulate(input: &ComputeInput, lookup: &Lookup, t: u64, o: u64, alloc: bool) 
         cpu,
         lookup,
         pending_gather: None,
+        rs_copy: None,
         nodes: Vec::new(),
     };
     b.build(t, o);
