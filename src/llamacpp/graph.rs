@@ -396,6 +396,34 @@ impl<'a> Builder<'a> {
         let mut cur_t = t;
 
         let nemotron = self.model.profile.arch.starts_with("nemotron_h");
+        // llama_model_rope_type (src/llama-model.cpp): these archs build
+        // attention without ggml_rope_ext on Q and K.
+        let rope = !matches!(
+            arch,
+            "clip"
+                | "gpt2"
+                | "gptj"
+                | "mpt"
+                | "refact"
+                | "bloom"
+                | "mamba"
+                | "mamba2"
+                | "jamba"
+                | "jina-bert-v2"
+                | "t5"
+                | "t5encoder"
+                | "jais"
+                | "rwkv6"
+                | "rwkv6qwen2"
+                | "rwkv7"
+                | "arwkv7"
+                | "wavtokenizer-dec"
+                | "nemotron_h"
+                | "nemotron_h_moe"
+                | "kimi-linear"
+                | "kimi-k3"
+                | "glm5-next"
+        );
         for il in 0..n_main {
             let b = &self.model.blocks[il];
             let last = il + 1 == n_main;
@@ -468,8 +496,12 @@ impl<'a> Builder<'a> {
                 let q_rows = wq.as_ref().map_or(qw, |w| w.dims[1].max(qw));
                 let q_full = self.matmul(wq, q_rows, cur_t, cur);
                 let q = self.view(q_full);
-                let q = self.push(Self::node(Op::Inplace, 4 * qw * cur_t, &[q, pos])); // rope
-                                                                                       // llama_mul_mat_hadamard: mul_mat(rot, reshape(x)) allocates.
+                let q = if rope {
+                    self.push(Self::node(Op::Inplace, 4 * qw * cur_t, &[q, pos]))
+                } else {
+                    q
+                };
+                // llama_mul_mat_hadamard: mul_mat(rot, reshape(x)) allocates.
                 let q = match krot {
                     Some(r) => self.other(4 * qw * cur_t, &[q, r]),
                     None => q,
@@ -487,7 +519,7 @@ impl<'a> Builder<'a> {
                     .or_else(|| self.lw(il, "attn_kv_a_mqa.weight"));
                 let k = self.matmul(wk, kw, cur_t, cur);
                 let k = self.view(k);
-                let k = self.inplace(k, &[pos]);
+                let k = if rope { self.inplace(k, &[pos]) } else { k };
                 let k = match krot {
                     Some(r) => self.other(4 * kw * cur_t, &[k, r]),
                     None => k,
@@ -989,9 +1021,11 @@ impl<'a> Builder<'a> {
     /// `build_mamba2_layer`, src/models/mamba-base.cpp) only reads the cache
     /// and s_copy, so `ggml_build_forward_expand` places it right after the
     /// last node the current layer expanded explicitly: the state stores of a
-    /// Mamba2 layer, the expert sum of `build_moe_ffn` (llama-graph.cpp), the
-    /// K/V stores of `build_attn`. Everything the current layer builds after
-    /// that point is only reached later, through the next layer's inputs.
+    /// Mamba2 layer, the expert sum of `build_moe_ffn` (llama-graph.cpp).
+    /// Everything the current layer builds after that point is only reached
+    /// later, through the next layer's inputs. (An attention layer followed
+    /// by a Mamba2 layer — after `build_attn`'s K/V stores — does not occur
+    /// in the modelled archs and is not wired.)
     fn gather_next_mamba2(&mut self, il: usize, rs_copy: Id) {
         let n_main = self
             .model
@@ -1041,9 +1075,10 @@ impl<'a> Builder<'a> {
         let bias = self.push(bias);
         let silu = self.inplace(bias, &[]);
         let dt_v = self.view(zxbcdt);
+        // dt = ggml_add(ggml_cont(dt), ssm_dt_b): the add runs in place on
+        // the cont (no view in between; build_mamba2_layer).
         let dt = self.other(4 * m.n_head * t, &[dt_v]);
-        let dt_r = self.view(dt);
-        let mut dtb = Self::node(Op::Inplace, 4 * m.n_head * t, &[dt_r]);
+        let mut dtb = Self::node(Op::Inplace, 4 * m.n_head * t, &[dt]);
         dtb.weight = self.lw(il, "ssm_dt.bias");
         let dtb = self.push(dtb);
         let xs = self.view(silu);
@@ -1068,8 +1103,11 @@ impl<'a> Builder<'a> {
         let mut xd = Self::node(Op::Inplace, 4 * m.d_inner * t, &[xv]);
         xd.weight = self.lw(il, "ssm_d");
         let xd = self.push(xd);
+        // y = ggml_add(view(y_ssm), x·D) is [d_inner, T] (the scan's view
+        // leaves out the final states): ggml-alloc cannot reuse a view, so
+        // the add takes over x·D, which has the same layout.
         let yv = self.view(scan);
-        let y = self.inplace(yv, &[xd]);
+        let y = self.push(Self::node(Op::Inplace, 4 * m.d_inner * t, &[yv, xd]));
         let zr = self.view(z);
         let g = self.other(4 * m.d_inner * t, &[zr, y]);
         let gv = self.view(g);
