@@ -396,6 +396,19 @@ impl<'a> Builder<'a> {
         let mut cur_t = t;
 
         let nemotron = self.model.profile.arch.starts_with("nemotron_h");
+        // Archs whose last layer only drops the non-output rows when
+        // `cparams.embeddings_nextn_masked` (false by default,
+        // llama_context ctor): the last layer runs on every token and the
+        // rows are selected after the final norm (t_h_nextn = the norm,
+        // output), e.g. qwen3next.cpp / qwen35moe.cpp graph ctor; gpt-oss
+        // (openai-moe.cpp) selects them just before the final norm, with
+        // t_h_nextn = the pre-norm residual.
+        let rows_after_norm = nemotron
+            || matches!(
+                arch,
+                "qwen3next" | "qwen35" | "qwen35moe" | "gemma4" | "cohere2moe" | "bailingmoe3"
+            );
+        let rows_before_norm = arch == "gpt-oss";
         // llama_model_rope_type (src/llama-model.cpp): these archs build
         // attention without ggml_rope_ext on Q and K.
         let rope = !matches!(
@@ -624,7 +637,7 @@ impl<'a> Builder<'a> {
                 continue;
             }
             let mut res = inp_sa;
-            if last {
+            if last && !rows_after_norm && !rows_before_norm {
                 // The last layer keeps only the output rows.
                 cur = self.other(4 * e * o, &[cur, out_ids]);
                 res = self.other(4 * e * o, &[inp_sa, out_ids]);
@@ -647,13 +660,16 @@ impl<'a> Builder<'a> {
 
         let cur = if n_main == 0 {
             self.other(4 * e * o, &[inp_l, out_ids])
+        } else if rows_before_norm {
+            self.nodes[inp_l].output = true; // res->t_h_nextn
+            self.other(4 * e * o, &[inp_l, out_ids])
         } else {
             inp_l
         };
         let w_norm = self.weight("output_norm.weight");
         let mut cur = self.norm(cur, w_norm);
-        self.nodes[cur].output = true; // res->t_embd (nemotron-h: t_h_nextn)
-        if nemotron && n_main > 0 {
+        self.nodes[cur].output = true; // res->t_embd (or t_h_nextn)
+        if rows_after_norm && n_main > 0 {
             cur = self.other(4 * e * o, &[cur, out_ids]);
             self.nodes[cur].output = true; // res->t_embd
         }

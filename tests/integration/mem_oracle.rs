@@ -312,8 +312,7 @@ fn mem_matches_every_oracle_fixture() {
     );
     // The issue asks for every fixture within 5 %. Not met yet: the outliers
     // printed above are, by cause, (1) qwen3next Gated DeltaNet + MoE
-    // (−10…−25 %, near-zero buffers on a device holding only the last
-    // layers), (2) lfm2 short conv (missing splits, -nkvo), (3) -nkvo
+    // with experts on the CPU, -nkvo or a q8_0 cache (−7…−25 %), (2) lfm2 short conv (missing splits, -nkvo), (3) -nkvo
     // placement of the attention ops (and of the hybrid models' host-side
     // recurrent state gathers), (4) MLA attention (deepseek2: modelled as
     // plain attention over the latent cache), (5) experts on the CPU /
@@ -324,8 +323,11 @@ fn mem_matches_every_oracle_fixture() {
     // Mamba2 state gather placed after the previous MoE layer's expert sum
     // (ggml_build_forward_expand order); 94.6 % with the Mamba2 y/dt adds
     // sized and reused as ggml-alloc does and no RoPE on nemotron-h
-    // (llama_model_rope_type), both checked against an allocator trace.
-    const COMPUTE_FLOOR_PCT: f64 = 94.5;
+    // (llama_model_rope_type), both checked against an allocator trace;
+    // 96.3 % with the output rows selected after the last layer for the
+    // archs that gate the early get_rows on embeddings_nextn_masked
+    // (qwen3next, gpt-oss, ...).
+    const COMPUTE_FLOOR_PCT: f64 = 96.2;
     assert!(
         pct(compute_ok) >= COMPUTE_FLOOR_PCT,
         "compute within 5 % on {:.1} % of fixtures, below the {COMPUTE_FLOOR_PCT} % floor",
