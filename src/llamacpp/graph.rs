@@ -94,6 +94,9 @@ struct Node {
     /// Reads a cache (K/V view or recurrent state) living on this backend,
     /// with this many bytes viewed.
     cache: Option<(usize, u64)>,
+    /// A second cache view read from the same backend (flash attention's V
+    /// next to its K): its own split input, copied after the K view.
+    cache_v: u64,
     /// Batch size for op offload (`ne[1]` of MUL_MAT, `ne[2]` of MUL_MAT_ID).
     batch: u64,
     /// Backend forced by the graph builder (`ggml_backend_sched_set_tensor_backend`)
@@ -151,6 +154,7 @@ impl<'a> Builder<'a> {
             srcs: srcs.to_vec(),
             weight: None,
             cache: None,
+            cache_v: 0,
             batch: 0,
             forced: None,
             cuda_extra: 0,
@@ -562,7 +566,11 @@ impl<'a> Builder<'a> {
                 }
                 let attn_out = if fa {
                     let mut n = Self::node(Op::Other, 4 * dv_e * h * cur_t, &deps);
-                    n.cache = Some((kvb, k_view_bytes + v_view_bytes));
+                    // ggml_flash_attn_ext(q, k, v, mask): the K and V
+                    // views are two split inputs when the cache lives on
+                    // another backend (-nkvo).
+                    n.cache = Some((kvb, k_view_bytes));
+                    n.cache_v = v_view_bytes;
                     // CUDA FA converts non-F16 K/V to F16 temporaries inside the
                     // node's allocation (ggml_cuda_flash_attn_ext_get_alloc_size).
                     let mut extra = 0;
@@ -1516,6 +1524,7 @@ fn simulate(input: &ComputeInput, lookup: &Lookup, t: u64, o: u64, alloc: bool) 
         Node(Id),
         Weight(Id),
         Cache(Id),
+        CacheV(Id),
     }
     let mut split_of = vec![0u32; n];
     let mut n_splits = 0u32;
@@ -1554,6 +1563,17 @@ fn simulate(input: &ComputeInput, lookup: &Lookup, t: u64, o: u64, alloc: bool) 
             copy_users.entry(key).or_default().push(i);
             *has = true;
         };
+        // The cache views come first among the op's sources (flash_attn_ext
+        // and mul_mat(k, q) take K first, ssm_scan its state): split inputs
+        // are created in source order (ggml_backend_sched_split_graph).
+        if let Some((cb, bytes)) = nd.cache {
+            if cb != nb && bytes > 0 {
+                add_copy((Src::Cache(i), nb), bytes, &mut split_has_inputs);
+            }
+            if cb != nb && nd.cache_v > 0 {
+                add_copy((Src::CacheV(i), nb), nd.cache_v, &mut split_has_inputs);
+            }
+        }
         for &s in &nd.srcs {
             let mut base = s;
             while is_view(base) {
@@ -1573,11 +1593,6 @@ fn simulate(input: &ComputeInput, lookup: &Lookup, t: u64, o: u64, alloc: bool) 
                     weight_copy_size(w, kind),
                     &mut split_has_inputs,
                 );
-            }
-        }
-        if let Some((cb, bytes)) = nd.cache {
-            if cb != nb && bytes > 0 {
-                add_copy((Src::Cache(i), nb), bytes, &mut split_has_inputs);
             }
         }
     }
@@ -1843,7 +1858,11 @@ fn simulate(input: &ComputeInput, lookup: &Lookup, t: u64, o: u64, alloc: bool) 
                         release(&mut allocs, &mut where_, p);
                     }
                 }
-                for key in [(Src::Weight(i), nb), (Src::Cache(i), nb)] {
+                for key in [
+                    (Src::Weight(i), nb),
+                    (Src::Cache(i), nb),
+                    (Src::CacheV(i), nb),
+                ] {
                     if let Some((off, size)) = copy_at.remove(&key) {
                         allocs[nb].release(off, size);
                     }

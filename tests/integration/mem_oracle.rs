@@ -311,12 +311,12 @@ fn mem_matches_every_oracle_fixture() {
         pct(splits_ok)
     );
     // The issue asks for every fixture within 5 %. Not met yet: the outliers
-    // printed above are, by cause, (1) qwen3next Gated DeltaNet + MoE
-    // with experts on the CPU, -nkvo or a q8_0 cache (−7…−25 %), (2) lfm2 short conv (missing splits, -nkvo), (3) -nkvo
-    // placement of the attention ops (and of the hybrid models' host-side
-    // recurrent state gathers), (4) MLA attention (deepseek2: modelled as
-    // plain attention over the latent cache), (5) experts on the CPU /
-    // partial offload (which ops the scheduler moves between splits).
+    // printed above are, by cause, (1) lfm2 short conv (missing splits,
+    // -nkvo: the conv state ops' placement), (2) qwen3next Gated DeltaNet +
+    // MoE with experts on the CPU, -nkvo or a q8_0 cache (−7…−25 %),
+    // (3) nemotron-h with -nkvo (the host-side recurrent state gathers) or
+    // partial offload, (4) MLA attention with -nkvo (deepseek2, glm-4.7-flash:
+    // modelled as plain attention over the latent cache).
     // This floor only guards against regressions; raise it as causes are fixed.
     // History: 92.5 % on the first 805 fixtures; 89.8 % with the 105 added
     // later (qwen3next, nemotron-h, -nkvo on 2–3 devices); 90.7 % with the
@@ -326,8 +326,9 @@ fn mem_matches_every_oracle_fixture() {
     // (llama_model_rope_type), both checked against an allocator trace;
     // 96.3 % with the output rows selected after the last layer for the
     // archs that gate the early get_rows on embeddings_nextn_masked
-    // (qwen3next, gpt-oss, ...).
-    const COMPUTE_FLOOR_PCT: f64 = 96.2;
+    // (qwen3next, gpt-oss, ...); 98.1 % with -nkvo flash attention's K and
+    // V views copied as two split inputs, before the mask (source order).
+    const COMPUTE_FLOOR_PCT: f64 = 98.0;
     assert!(
         pct(compute_ok) >= COMPUTE_FLOOR_PCT,
         "compute within 5 % on {:.1} % of fixtures, below the {COMPUTE_FLOOR_PCT} % floor",
