@@ -27,7 +27,7 @@ use crate::units::pad;
 
 use super::context::CtxParams;
 use super::device::{BackendKind, Device};
-use super::flags::Flags;
+use super::flags::{Flags, FlashAttn};
 use super::kv::{layer_cells, KvLayout};
 use super::place::{Buft, Placement, HOST_ALIGNMENT};
 
@@ -97,6 +97,9 @@ struct Node {
     /// A second cache view read from the same backend (flash attention's V
     /// next to its K): its own split input, copied after the K view.
     cache_v: u64,
+    /// A flash-attention node: the backend of its layer's device, for the
+    /// FA auto check (llama_context::resolve_fused_ops).
+    fa_layer: Option<usize>,
     /// Batch size for op offload (`ne[1]` of MUL_MAT, `ne[2]` of MUL_MAT_ID).
     batch: u64,
     /// Backend forced by the graph builder (`ggml_backend_sched_set_tensor_backend`)
@@ -121,6 +124,9 @@ pub struct ComputeResult {
     pub splits_tg: u32,
     /// Nodes of the prompt graph (diagnostics).
     pub nodes_pp: usize,
+    /// A flash-attention node was scheduled on another backend than its
+    /// layer's device (resolve_fused_ops then turns auto FA off).
+    pub fa_off_device: bool,
 }
 
 struct Builder<'a> {
@@ -155,6 +161,7 @@ impl<'a> Builder<'a> {
             weight: None,
             cache: None,
             cache_v: 0,
+            fa_layer: None,
             batch: 0,
             forced: None,
             cuda_extra: 0,
@@ -413,6 +420,7 @@ impl<'a> Builder<'a> {
                 "qwen3next" | "qwen35" | "qwen35moe" | "gemma4" | "cohere2moe" | "bailingmoe3"
             );
         let rows_before_norm = arch == "gpt-oss";
+        let residual_first = arch == "lfm2";
         // llama_model_rope_type (src/llama-model.cpp): these archs build
         // attention without ggml_rope_ext on Q and K.
         let rope = !matches!(
@@ -452,8 +460,10 @@ impl<'a> Builder<'a> {
             // build_rs: the conv states of the sequences are gathered from
             // the cache (get_rows by s_copy) before the layer's norm.
             let mamba2 = self.mamba2_dims(il);
+            let shortconv = mamba2.is_none() && self.shortconv_layer(il);
             let r_rows = match self.pending_gather.take() {
                 Some(g) => Some(g),
+                None if shortconv => Some(self.shortconv_gather(il, rs_copy)),
                 None => mamba2.map(|m| self.mamba2_gather(il, m, rs_copy)),
             };
             let w_norm = self.lw(il, "attn_norm.weight");
@@ -571,6 +581,7 @@ impl<'a> Builder<'a> {
                     // another backend (-nkvo).
                     n.cache = Some((kvb, k_view_bytes));
                     n.cache_v = v_view_bytes;
+                    n.fa_layer = Some(self.layer_backend(il));
                     // CUDA FA converts non-F16 K/V to F16 temporaries inside the
                     // node's allocation (ggml_cuda_flash_attn_ext_get_alloc_size).
                     let mut extra = 0;
@@ -620,11 +631,19 @@ impl<'a> Builder<'a> {
                 } else {
                     attn_out
                 };
+                // build_attn_mha expands the attention output: a next
+                // recurrent layer's state gather comes right after it.
+                if let Some(rs) = self.rs_copy {
+                    self.gather_next_recurrent(il, rs);
+                }
                 let wo = self.lw(il, "attn_output.weight");
                 cur = self.matmul(wo, e, cur_t, attn_out);
             } else if b.recurrent || attn_kind == AttentionKind::Recurrent {
                 cur = match (mamba2, r_rows) {
                     (Some(m), Some(g)) => self.mamba2_mixer(il, m, g, rs_copy, cur, cur_t),
+                    (None, Some(g)) if shortconv => {
+                        self.shortconv_mixer(il, g, rs_copy, cur, cur_t)
+                    }
                     _ => match self.gdn_dims(il) {
                         Some(g) => self.gdn_mixer(il, g, rs_copy, cur, cur_t),
                         None => self.recurrent_mixer(il, cur, cur_t),
@@ -651,7 +670,14 @@ impl<'a> Builder<'a> {
                 res = self.other(4 * e * o, &[inp_sa, out_ids]);
                 cur_t = o;
             }
-            let ffn_inp = self.inplace(cur, &[res]);
+            // lfm2.cpp adds the residual as the first operand (ggml_add(prev,
+            // cur), ggml_add(cur, ffn_out)): the in-place add then reuses
+            // the residual's buffer instead of the branch output's.
+            let ffn_inp = if residual_first {
+                self.inplace(res, &[cur])
+            } else {
+                self.inplace(cur, &[res])
+            };
             let ffn_out = if self.has_ffn(il) {
                 let w_norm = self.lw(il, "ffn_norm.weight");
                 let fcur = self.norm(ffn_inp, w_norm);
@@ -660,6 +686,7 @@ impl<'a> Builder<'a> {
                 None
             };
             cur = match ffn_out {
+                Some(f) if residual_first => self.inplace(ffn_inp, &[f]),
                 Some(f) => self.inplace(f, &[ffn_inp]),
                 None => ffn_inp,
             };
@@ -760,7 +787,7 @@ impl<'a> Builder<'a> {
                 }
             }
             if let Some(rs) = self.rs_copy {
-                self.gather_next_mamba2(il, rs);
+                self.gather_next_recurrent(il, rs);
             }
             let shexp = self.lw(il, "ffn_up_shexp.weight").map(|w| w.dims[1]);
             if let Some(nsh) = shexp {
@@ -1041,16 +1068,16 @@ impl<'a> Builder<'a> {
         })
     }
 
-    /// The next layer's Mamba2 conv-state gather (`build_rs` at the start of
-    /// `build_mamba2_layer`, src/models/mamba-base.cpp) only reads the cache
-    /// and s_copy, so `ggml_build_forward_expand` places it right after the
-    /// last node the current layer expanded explicitly: the state stores of a
-    /// Mamba2 layer, the expert sum of `build_moe_ffn` (llama-graph.cpp).
-    /// Everything the current layer builds after that point is only reached
-    /// later, through the next layer's inputs. (An attention layer followed
-    /// by a Mamba2 layer — after `build_attn`'s K/V stores — does not occur
-    /// in the modelled archs and is not wired.)
-    fn gather_next_mamba2(&mut self, il: usize, rs_copy: Id) {
+    /// The next layer's conv-state gather (`build_rs` at the start of
+    /// `build_mamba2_layer`, src/models/mamba-base.cpp, and of lfm2's
+    /// `build_shortconv_block`) only reads the cache and s_copy, so
+    /// `ggml_build_forward_expand` places it right after the last node the
+    /// current layer expanded explicitly: the state stores of a Mamba2 or
+    /// short-conv layer, the expert sum of `build_moe_ffn`, the attention
+    /// output of `build_attn_mha` (llama-graph.cpp). Everything the current
+    /// layer builds after that point is only reached later, through the
+    /// next layer's inputs.
+    fn gather_next_recurrent(&mut self, il: usize, rs_copy: Id) {
         let n_main = self
             .model
             .hparams
@@ -1059,8 +1086,62 @@ impl<'a> Builder<'a> {
         if il + 1 < n_main && self.pending_gather.is_none() {
             if let Some(next) = self.mamba2_dims(il + 1) {
                 self.pending_gather = Some(self.mamba2_gather(il + 1, next, rs_copy));
+            } else if self.shortconv_layer(il + 1) {
+                self.pending_gather = Some(self.shortconv_gather(il + 1, rs_copy));
             }
         }
+    }
+
+    /// An lfm2 short-conv layer (`build_shortconv_block`, src/models/lfm2.cpp).
+    fn shortconv_layer(&self, il: usize) -> bool {
+        self.model.blocks.get(il).is_some_and(|b| b.recurrent)
+            && self.lw(il, "shortconv.in_proj.weight").is_some()
+            && self.lw(il, "shortconv.conv.weight").is_some()
+    }
+
+    /// `build_rs` of a short-conv layer: the conv states (n_embd_r per
+    /// sequence) gathered by s_copy, on the cache's backend.
+    fn shortconv_gather(&mut self, il: usize, rs_copy: Id) -> Id {
+        let ns = self.ctx.n_seq_max.max(1);
+        let g = self.other(4 * self.model.hparams.n_embd_r * ns, &[rs_copy]);
+        let kvb = self.kv_backend(il);
+        let mut st = Self::node(Op::Store, 0, &[g]);
+        st.forced = Some(kvb);
+        self.push(st);
+        g
+    }
+
+    /// `build_shortconv_block` (src/models/lfm2.cpp): in_proj into b, c, x
+    /// chunks, b·x (a new tensor: both are views), the conv state gathered
+    /// and concatenated in front, the last d_conv columns stored back,
+    /// ssm_conv, c·conv (in place on the conv output), out_proj.
+    fn shortconv_mixer(&mut self, il: usize, rows: Id, rs_copy: Id, x: Id, t: u64) -> Id {
+        let e = self.model.hparams.n_embd;
+        let kvb = self.kv_backend(il);
+        let ns = self.ctx.n_seq_max.max(1);
+        let w_in = self.lw(il, "shortconv.in_proj.weight");
+        let d_in = w_in.as_ref().map_or(3 * e, |w| w.dims[1]);
+        let chunk = d_in / 3;
+        let bcx = self.matmul(w_in, d_in, t, x);
+        let bv = self.view(bcx);
+        let xv = self.view(bcx);
+        let bx = self.other(4 * chunk * t, &[bv, xv]);
+        let bxt = self.view(bx);
+        let d_conv = self.model.hparams.n_embd_r / chunk.max(1);
+        let rv = self.view(rows);
+        let concat = self.other(4 * (d_conv * ns + t) * chunk, &[rv, bxt]);
+        let snap = self.view(concat);
+        let mut st = Self::node(Op::Store, 0, &[snap]);
+        st.forced = Some(kvb);
+        self.push(st);
+        self.gather_next_recurrent(il, rs_copy);
+        let mut conv = Self::node(Op::Other, 4 * chunk * t, &[concat]);
+        conv.weight = self.lw(il, "shortconv.conv.weight");
+        let conv = self.push(conv);
+        let cv = self.view(bcx);
+        let y = self.push(Self::node(Op::Inplace, 4 * chunk * t, &[cv, conv]));
+        let wo = self.lw(il, "shortconv.out_proj.weight");
+        self.matmul(wo, e, t, y)
     }
 
     fn mamba2_gather(&mut self, il: usize, m: Mamba2, rs_copy: Id) -> Id {
@@ -1120,7 +1201,7 @@ impl<'a> Builder<'a> {
         let mut st = Self::node(Op::Store, 0, &[sv]);
         st.forced = Some(kvb);
         self.push(st);
-        self.gather_next_mamba2(il, rs_copy);
+        self.gather_next_recurrent(il, rs_copy);
         let zv = self.view(zxbcdt);
         let z = self.other(4 * m.d_inner * t, &[zv]);
         let xv = self.view(silu);
@@ -1311,6 +1392,7 @@ impl DynAlloc {
     }
 }
 
+#[derive(Clone, Copy)]
 pub struct ComputeInput<'a> {
     pub model: &'a Model,
     pub flags: &'a Flags,
@@ -1325,6 +1407,31 @@ pub struct ComputeInput<'a> {
 /// max of both.
 pub fn compute(input: &ComputeInput) -> ComputeResult {
     let lookup = Lookup::new(input.model);
+    // llama_context::resolve_fused_ops: with -fa auto, a probe graph (one
+    // token per sequence) is reserved and flash attention is turned off if
+    // the scheduler put any FLASH_ATTN_EXT node on another device than its
+    // layer's (e.g. -nkvo when the neighbouring ops land on the CPU). The
+    // cache was already created for FA (V not transposed).
+    let resolved;
+    let fa_ctx;
+    let input = if input.flags.flash_attn == FlashAttn::Auto && input.ctx.flash_attn {
+        let s = input.ctx.n_seq_max.max(1);
+        if simulate(input, &lookup, s, s, false).fa_off_device {
+            fa_ctx = CtxParams {
+                flash_attn: false,
+                ..*input.ctx
+            };
+            resolved = ComputeInput {
+                ctx: &fa_ctx,
+                ..*input
+            };
+            &resolved
+        } else {
+            input
+        }
+    } else {
+        input
+    };
     let pp = simulate(
         input,
         &lookup,
@@ -1348,6 +1455,7 @@ pub fn compute(input: &ComputeInput) -> ComputeResult {
         splits_pp: pp.splits_pp,
         splits_tg: tg.splits_pp,
         nodes_pp: pp.nodes_pp,
+        fa_off_device: pp.fa_off_device,
     }
 }
 
@@ -1515,6 +1623,10 @@ fn simulate(input: &ComputeInput, lookup: &Lookup, t: u64, o: u64, alloc: bool) 
         }
     }
     let bk = |i: usize| be[i].unwrap_or(cpu);
+    let fa_off_device = nodes
+        .iter()
+        .enumerate()
+        .any(|(i, nd)| nd.fa_layer.is_some_and(|lb| bk(i) != lb));
 
     // --- pass 5: splits and their inputs.
     // A src is used directly if it lives on the node's backend, or it is a
@@ -1604,6 +1716,7 @@ fn simulate(input: &ComputeInput, lookup: &Lookup, t: u64, o: u64, alloc: bool) 
             splits_pp: n_splits,
             splits_tg: n_splits,
             nodes_pp: n,
+            fa_off_device,
         };
     }
 
@@ -1877,5 +1990,6 @@ fn simulate(input: &ComputeInput, lookup: &Lookup, t: u64, o: u64, alloc: bool) 
         splits_pp: n_splits,
         splits_tg: n_splits,
         nodes_pp: n,
+        fa_off_device,
     }
 }

@@ -311,12 +311,13 @@ fn mem_matches_every_oracle_fixture() {
         pct(splits_ok)
     );
     // The issue asks for every fixture within 5 %. Not met yet: the outliers
-    // printed above are, by cause, (1) lfm2 short conv (missing splits,
-    // -nkvo: the conv state ops' placement), (2) qwen3next Gated DeltaNet +
-    // MoE with experts on the CPU, -nkvo or a q8_0 cache (−7…−25 %),
-    // (3) nemotron-h with -nkvo (the host-side recurrent state gathers) or
-    // partial offload, (4) MLA attention with -nkvo (deepseek2, glm-4.7-flash:
-    // modelled as plain attention over the latent cache).
+    // printed above are, by cause, (1) -nkvo with hybrid models (nemotron-h:
+    // the host-side Mamba2 state gathers and scans; qwen3next /
+    // qwen3-coder-next: Gated DeltaNet), (2) MLA attention with -nkvo
+    // (deepseek2, glm-4.7-flash: modelled as plain attention over the latent
+    // cache; also their -fa off tg split counts, like gpt-oss'), (3)
+    // qwen3next with experts on the CPU or a q8_0 cache (−9…−25 %),
+    // (4) nemotron-h-moe-tiny with experts moved to another RPC device.
     // This floor only guards against regressions; raise it as causes are fixed.
     // History: 92.5 % on the first 805 fixtures; 89.8 % with the 105 added
     // later (qwen3next, nemotron-h, -nkvo on 2–3 devices); 90.7 % with the
@@ -327,8 +328,12 @@ fn mem_matches_every_oracle_fixture() {
     // 96.3 % with the output rows selected after the last layer for the
     // archs that gate the early get_rows on embeddings_nextn_masked
     // (qwen3next, gpt-oss, ...); 98.1 % with -nkvo flash attention's K and
-    // V views copied as two split inputs, before the mask (source order).
-    const COMPUTE_FLOOR_PCT: f64 = 98.0;
+    // V views copied as two split inputs, before the mask (source order);
+    // 98.6 % with lfm2's short-conv block as built (state gather after the
+    // previous layer's expanded output, residual as the first add operand)
+    // and the -fa auto probe (resolve_fused_ops) turning FA off when a
+    // FLASH_ATTN_EXT node lands off its layer's device.
+    const COMPUTE_FLOOR_PCT: f64 = 98.5;
     assert!(
         pct(compute_ok) >= COMPUTE_FLOOR_PCT,
         "compute within 5 % on {:.1} % of fixtures, below the {COMPUTE_FLOOR_PCT} % floor",
