@@ -1411,10 +1411,17 @@ pub fn compute(input: &ComputeInput) -> ComputeResult {
     // token per sequence) is reserved and flash attention is turned off if
     // the scheduler put any FLASH_ATTN_EXT node on another device than its
     // layer's (e.g. -nkvo when the neighbouring ops land on the CPU). The
-    // cache was already created for FA (V not transposed).
+    // cache was already created for FA (V not transposed). Only -nkvo can
+    // move it: otherwise the K/V stores just before the FA node are pinned
+    // to the layer's device and the scheduler's first (GPU, downward) pass
+    // gives the FA node that device; skipping the probe keeps one
+    // evaluation near 1 ms.
     let resolved;
     let fa_ctx;
-    let input = if input.flags.flash_attn == FlashAttn::Auto && input.ctx.flash_attn {
+    let input = if input.flags.flash_attn == FlashAttn::Auto
+        && input.ctx.flash_attn
+        && input.flags.no_kv_offload
+    {
         let s = input.ctx.n_seq_max.max(1);
         if simulate(input, &lookup, s, s, false).fa_off_device {
             fa_ctx = CtxParams {
