@@ -27,7 +27,7 @@ use crate::units::pad;
 
 use super::context::CtxParams;
 use super::device::{BackendKind, Device};
-use super::flags::Flags;
+use super::flags::{Flags, FlashAttn};
 use super::kv::{layer_cells, KvLayout};
 use super::place::{Buft, Placement, HOST_ALIGNMENT};
 
@@ -94,6 +94,12 @@ struct Node {
     /// Reads a cache (K/V view or recurrent state) living on this backend,
     /// with this many bytes viewed.
     cache: Option<(usize, u64)>,
+    /// A second cache view read from the same backend (flash attention's V
+    /// next to its K): its own split input, copied after the K view.
+    cache_v: u64,
+    /// A flash-attention node: the backend of its layer's device, for the
+    /// FA auto check (llama_context::resolve_fused_ops).
+    fa_layer: Option<usize>,
     /// Batch size for op offload (`ne[1]` of MUL_MAT, `ne[2]` of MUL_MAT_ID).
     batch: u64,
     /// Backend forced by the graph builder (`ggml_backend_sched_set_tensor_backend`)
@@ -118,6 +124,9 @@ pub struct ComputeResult {
     pub splits_tg: u32,
     /// Nodes of the prompt graph (diagnostics).
     pub nodes_pp: usize,
+    /// A flash-attention node was scheduled on another backend than its
+    /// layer's device (resolve_fused_ops then turns auto FA off).
+    pub fa_off_device: bool,
 }
 
 struct Builder<'a> {
@@ -133,6 +142,8 @@ struct Builder<'a> {
     /// The next Mamba2 layer's conv-state gather, built early: llama.cpp
     /// expands it before the current layer's output part (graph order).
     pending_gather: Option<Id>,
+    /// The s_copy input of hybrid/recurrent models (llm_graph_input_rs).
+    rs_copy: Option<Id>,
     nodes: Vec<Node>,
 }
 
@@ -149,6 +160,8 @@ impl<'a> Builder<'a> {
             srcs: srcs.to_vec(),
             weight: None,
             cache: None,
+            cache_v: 0,
+            fa_layer: None,
             batch: 0,
             forced: None,
             cuda_extra: 0,
@@ -281,7 +294,9 @@ impl<'a> Builder<'a> {
         // llm_graph_input_rs: s_copy (I32 per recurrent row).
         let has_rs = self.model.blocks.iter().any(|b| b.recurrent);
         let rs_copy = if has_rs {
-            self.input(4 * self.ctx.n_seq_max.max(1))
+            let r = self.input(4 * self.ctx.n_seq_max.max(1));
+            self.rs_copy = Some(r);
+            r
         } else {
             tokens
         };
@@ -392,6 +407,48 @@ impl<'a> Builder<'a> {
         let mut cur_t = t;
 
         let nemotron = self.model.profile.arch.starts_with("nemotron_h");
+        // Archs whose last layer only drops the non-output rows when
+        // `cparams.embeddings_nextn_masked` (false by default,
+        // llama_context ctor): the last layer runs on every token and the
+        // rows are selected after the final norm (t_h_nextn = the norm,
+        // output), e.g. qwen3next.cpp / qwen35moe.cpp graph ctor; gpt-oss
+        // (openai-moe.cpp) selects them just before the final norm, with
+        // t_h_nextn = the pre-norm residual.
+        let rows_after_norm = nemotron
+            || matches!(
+                arch,
+                "qwen3next" | "qwen35" | "qwen35moe" | "gemma4" | "cohere2moe" | "bailingmoe3"
+            );
+        let rows_before_norm = arch == "gpt-oss";
+        let residual_first = arch == "lfm2";
+        // llama_model_rope_type (src/llama-model.cpp): these archs build
+        // attention without ggml_rope_ext on Q and K.
+        let rope = !matches!(
+            arch,
+            "clip"
+                | "gpt2"
+                | "gptj"
+                | "mpt"
+                | "refact"
+                | "bloom"
+                | "mamba"
+                | "mamba2"
+                | "jamba"
+                | "jina-bert-v2"
+                | "t5"
+                | "t5encoder"
+                | "jais"
+                | "rwkv6"
+                | "rwkv6qwen2"
+                | "rwkv7"
+                | "arwkv7"
+                | "wavtokenizer-dec"
+                | "nemotron_h"
+                | "nemotron_h_moe"
+                | "kimi-linear"
+                | "kimi-k3"
+                | "glm5-next"
+        );
         for il in 0..n_main {
             let b = &self.model.blocks[il];
             let last = il + 1 == n_main;
@@ -403,8 +460,10 @@ impl<'a> Builder<'a> {
             // build_rs: the conv states of the sequences are gathered from
             // the cache (get_rows by s_copy) before the layer's norm.
             let mamba2 = self.mamba2_dims(il);
+            let shortconv = mamba2.is_none() && self.shortconv_layer(il);
             let r_rows = match self.pending_gather.take() {
                 Some(g) => Some(g),
+                None if shortconv => Some(self.shortconv_gather(il, rs_copy)),
                 None => mamba2.map(|m| self.mamba2_gather(il, m, rs_copy)),
             };
             let w_norm = self.lw(il, "attn_norm.weight");
@@ -464,8 +523,12 @@ impl<'a> Builder<'a> {
                 let q_rows = wq.as_ref().map_or(qw, |w| w.dims[1].max(qw));
                 let q_full = self.matmul(wq, q_rows, cur_t, cur);
                 let q = self.view(q_full);
-                let q = self.push(Self::node(Op::Inplace, 4 * qw * cur_t, &[q, pos])); // rope
-                                                                                       // llama_mul_mat_hadamard: mul_mat(rot, reshape(x)) allocates.
+                let q = if rope {
+                    self.push(Self::node(Op::Inplace, 4 * qw * cur_t, &[q, pos]))
+                } else {
+                    q
+                };
+                // llama_mul_mat_hadamard: mul_mat(rot, reshape(x)) allocates.
                 let q = match krot {
                     Some(r) => self.other(4 * qw * cur_t, &[q, r]),
                     None => q,
@@ -483,7 +546,7 @@ impl<'a> Builder<'a> {
                     .or_else(|| self.lw(il, "attn_kv_a_mqa.weight"));
                 let k = self.matmul(wk, kw, cur_t, cur);
                 let k = self.view(k);
-                let k = self.inplace(k, &[pos]);
+                let k = if rope { self.inplace(k, &[pos]) } else { k };
                 let k = match krot {
                     Some(r) => self.other(4 * kw * cur_t, &[k, r]),
                     None => k,
@@ -513,7 +576,12 @@ impl<'a> Builder<'a> {
                 }
                 let attn_out = if fa {
                     let mut n = Self::node(Op::Other, 4 * dv_e * h * cur_t, &deps);
-                    n.cache = Some((kvb, k_view_bytes + v_view_bytes));
+                    // ggml_flash_attn_ext(q, k, v, mask): the K and V
+                    // views are two split inputs when the cache lives on
+                    // another backend (-nkvo).
+                    n.cache = Some((kvb, k_view_bytes));
+                    n.cache_v = v_view_bytes;
+                    n.fa_layer = Some(self.layer_backend(il));
                     // CUDA FA converts non-F16 K/V to F16 temporaries inside the
                     // node's allocation (ggml_cuda_flash_attn_ext_get_alloc_size).
                     let mut extra = 0;
@@ -563,11 +631,19 @@ impl<'a> Builder<'a> {
                 } else {
                     attn_out
                 };
+                // build_attn_mha expands the attention output: a next
+                // recurrent layer's state gather comes right after it.
+                if let Some(rs) = self.rs_copy {
+                    self.gather_next_recurrent(il, rs);
+                }
                 let wo = self.lw(il, "attn_output.weight");
                 cur = self.matmul(wo, e, cur_t, attn_out);
             } else if b.recurrent || attn_kind == AttentionKind::Recurrent {
                 cur = match (mamba2, r_rows) {
                     (Some(m), Some(g)) => self.mamba2_mixer(il, m, g, rs_copy, cur, cur_t),
+                    (None, Some(g)) if shortconv => {
+                        self.shortconv_mixer(il, g, rs_copy, cur, cur_t)
+                    }
                     _ => match self.gdn_dims(il) {
                         Some(g) => self.gdn_mixer(il, g, rs_copy, cur, cur_t),
                         None => self.recurrent_mixer(il, cur, cur_t),
@@ -588,13 +664,20 @@ impl<'a> Builder<'a> {
                 continue;
             }
             let mut res = inp_sa;
-            if last {
+            if last && !rows_after_norm && !rows_before_norm {
                 // The last layer keeps only the output rows.
                 cur = self.other(4 * e * o, &[cur, out_ids]);
                 res = self.other(4 * e * o, &[inp_sa, out_ids]);
                 cur_t = o;
             }
-            let ffn_inp = self.inplace(cur, &[res]);
+            // lfm2.cpp adds the residual as the first operand (ggml_add(prev,
+            // cur), ggml_add(cur, ffn_out)): the in-place add then reuses
+            // the residual's buffer instead of the branch output's.
+            let ffn_inp = if residual_first {
+                self.inplace(res, &[cur])
+            } else {
+                self.inplace(cur, &[res])
+            };
             let ffn_out = if self.has_ffn(il) {
                 let w_norm = self.lw(il, "ffn_norm.weight");
                 let fcur = self.norm(ffn_inp, w_norm);
@@ -603,6 +686,7 @@ impl<'a> Builder<'a> {
                 None
             };
             cur = match ffn_out {
+                Some(f) if residual_first => self.inplace(ffn_inp, &[f]),
                 Some(f) => self.inplace(f, &[ffn_inp]),
                 None => ffn_inp,
             };
@@ -611,13 +695,16 @@ impl<'a> Builder<'a> {
 
         let cur = if n_main == 0 {
             self.other(4 * e * o, &[inp_l, out_ids])
+        } else if rows_before_norm {
+            self.nodes[inp_l].output = true; // res->t_h_nextn
+            self.other(4 * e * o, &[inp_l, out_ids])
         } else {
             inp_l
         };
         let w_norm = self.weight("output_norm.weight");
         let mut cur = self.norm(cur, w_norm);
-        self.nodes[cur].output = true; // res->t_embd (nemotron-h: t_h_nextn)
-        if nemotron && n_main > 0 {
+        self.nodes[cur].output = true; // res->t_embd (or t_h_nextn)
+        if rows_after_norm && n_main > 0 {
             cur = self.other(4 * e * o, &[cur, out_ids]);
             self.nodes[cur].output = true; // res->t_embd
         }
@@ -698,6 +785,9 @@ impl<'a> Builder<'a> {
                     let vi = self.view(weighted);
                     moe = self.inplace(moe, &[vi]);
                 }
+            }
+            if let Some(rs) = self.rs_copy {
+                self.gather_next_recurrent(il, rs);
             }
             let shexp = self.lw(il, "ffn_up_shexp.weight").map(|w| w.dims[1]);
             if let Some(nsh) = shexp {
@@ -978,6 +1068,82 @@ impl<'a> Builder<'a> {
         })
     }
 
+    /// The next layer's conv-state gather (`build_rs` at the start of
+    /// `build_mamba2_layer`, src/models/mamba-base.cpp, and of lfm2's
+    /// `build_shortconv_block`) only reads the cache and s_copy, so
+    /// `ggml_build_forward_expand` places it right after the last node the
+    /// current layer expanded explicitly: the state stores of a Mamba2 or
+    /// short-conv layer, the expert sum of `build_moe_ffn`, the attention
+    /// output of `build_attn_mha` (llama-graph.cpp). Everything the current
+    /// layer builds after that point is only reached later, through the
+    /// next layer's inputs.
+    fn gather_next_recurrent(&mut self, il: usize, rs_copy: Id) {
+        let n_main = self
+            .model
+            .hparams
+            .n_layer
+            .saturating_sub(self.model.hparams.n_nextn) as usize;
+        if il + 1 < n_main && self.pending_gather.is_none() {
+            if let Some(next) = self.mamba2_dims(il + 1) {
+                self.pending_gather = Some(self.mamba2_gather(il + 1, next, rs_copy));
+            } else if self.shortconv_layer(il + 1) {
+                self.pending_gather = Some(self.shortconv_gather(il + 1, rs_copy));
+            }
+        }
+    }
+
+    /// An lfm2 short-conv layer (`build_shortconv_block`, src/models/lfm2.cpp).
+    fn shortconv_layer(&self, il: usize) -> bool {
+        self.model.blocks.get(il).is_some_and(|b| b.recurrent)
+            && self.lw(il, "shortconv.in_proj.weight").is_some()
+            && self.lw(il, "shortconv.conv.weight").is_some()
+    }
+
+    /// `build_rs` of a short-conv layer: the conv states (n_embd_r per
+    /// sequence) gathered by s_copy, on the cache's backend.
+    fn shortconv_gather(&mut self, il: usize, rs_copy: Id) -> Id {
+        let ns = self.ctx.n_seq_max.max(1);
+        let g = self.other(4 * self.model.hparams.n_embd_r * ns, &[rs_copy]);
+        let kvb = self.kv_backend(il);
+        let mut st = Self::node(Op::Store, 0, &[g]);
+        st.forced = Some(kvb);
+        self.push(st);
+        g
+    }
+
+    /// `build_shortconv_block` (src/models/lfm2.cpp): in_proj into b, c, x
+    /// chunks, b·x (a new tensor: both are views), the conv state gathered
+    /// and concatenated in front, the last d_conv columns stored back,
+    /// ssm_conv, c·conv (in place on the conv output), out_proj.
+    fn shortconv_mixer(&mut self, il: usize, rows: Id, rs_copy: Id, x: Id, t: u64) -> Id {
+        let e = self.model.hparams.n_embd;
+        let kvb = self.kv_backend(il);
+        let ns = self.ctx.n_seq_max.max(1);
+        let w_in = self.lw(il, "shortconv.in_proj.weight");
+        let d_in = w_in.as_ref().map_or(3 * e, |w| w.dims[1]);
+        let chunk = d_in / 3;
+        let bcx = self.matmul(w_in, d_in, t, x);
+        let bv = self.view(bcx);
+        let xv = self.view(bcx);
+        let bx = self.other(4 * chunk * t, &[bv, xv]);
+        let bxt = self.view(bx);
+        let d_conv = self.model.hparams.n_embd_r / chunk.max(1);
+        let rv = self.view(rows);
+        let concat = self.other(4 * (d_conv * ns + t) * chunk, &[rv, bxt]);
+        let snap = self.view(concat);
+        let mut st = Self::node(Op::Store, 0, &[snap]);
+        st.forced = Some(kvb);
+        self.push(st);
+        self.gather_next_recurrent(il, rs_copy);
+        let mut conv = Self::node(Op::Other, 4 * chunk * t, &[concat]);
+        conv.weight = self.lw(il, "shortconv.conv.weight");
+        let conv = self.push(conv);
+        let cv = self.view(bcx);
+        let y = self.push(Self::node(Op::Inplace, 4 * chunk * t, &[cv, conv]));
+        let wo = self.lw(il, "shortconv.out_proj.weight");
+        self.matmul(wo, e, t, y)
+    }
+
     fn mamba2_gather(&mut self, il: usize, m: Mamba2, rs_copy: Id) -> Id {
         let g = self.other(4 * (m.d_conv - 1) * m.conv_ch * m.n_seqs, &[rs_copy]);
         let kvb = self.kv_backend(il);
@@ -1014,9 +1180,10 @@ impl<'a> Builder<'a> {
         let bias = self.push(bias);
         let silu = self.inplace(bias, &[]);
         let dt_v = self.view(zxbcdt);
+        // dt = ggml_add(ggml_cont(dt), ssm_dt_b): the add runs in place on
+        // the cont (no view in between; build_mamba2_layer).
         let dt = self.other(4 * m.n_head * t, &[dt_v]);
-        let dt_r = self.view(dt);
-        let mut dtb = Self::node(Op::Inplace, 4 * m.n_head * t, &[dt_r]);
+        let mut dtb = Self::node(Op::Inplace, 4 * m.n_head * t, &[dt]);
         dtb.weight = self.lw(il, "ssm_dt.bias");
         let dtb = self.push(dtb);
         let xs = self.view(silu);
@@ -1034,24 +1201,18 @@ impl<'a> Builder<'a> {
         let mut st = Self::node(Op::Store, 0, &[sv]);
         st.forced = Some(kvb);
         self.push(st);
-        let n_main = self
-            .model
-            .hparams
-            .n_layer
-            .saturating_sub(self.model.hparams.n_nextn) as usize;
-        if il + 1 < n_main {
-            if let Some(next) = self.mamba2_dims(il + 1) {
-                self.pending_gather = Some(self.mamba2_gather(il + 1, next, rs_copy));
-            }
-        }
+        self.gather_next_recurrent(il, rs_copy);
         let zv = self.view(zxbcdt);
         let z = self.other(4 * m.d_inner * t, &[zv]);
         let xv = self.view(silu);
         let mut xd = Self::node(Op::Inplace, 4 * m.d_inner * t, &[xv]);
         xd.weight = self.lw(il, "ssm_d");
         let xd = self.push(xd);
+        // y = ggml_add(view(y_ssm), x·D) is [d_inner, T] (the scan's view
+        // leaves out the final states): ggml-alloc cannot reuse a view, so
+        // the add takes over x·D, which has the same layout.
         let yv = self.view(scan);
-        let y = self.inplace(yv, &[xd]);
+        let y = self.push(Self::node(Op::Inplace, 4 * m.d_inner * t, &[yv, xd]));
         let zr = self.view(z);
         let g = self.other(4 * m.d_inner * t, &[zr, y]);
         let gv = self.view(g);
@@ -1231,6 +1392,7 @@ impl DynAlloc {
     }
 }
 
+#[derive(Clone, Copy)]
 pub struct ComputeInput<'a> {
     pub model: &'a Model,
     pub flags: &'a Flags,
@@ -1245,6 +1407,38 @@ pub struct ComputeInput<'a> {
 /// max of both.
 pub fn compute(input: &ComputeInput) -> ComputeResult {
     let lookup = Lookup::new(input.model);
+    // llama_context::resolve_fused_ops: with -fa auto, a probe graph (one
+    // token per sequence) is reserved and flash attention is turned off if
+    // the scheduler put any FLASH_ATTN_EXT node on another device than its
+    // layer's (e.g. -nkvo when the neighbouring ops land on the CPU). The
+    // cache was already created for FA (V not transposed). Only -nkvo can
+    // move it: otherwise the K/V stores just before the FA node are pinned
+    // to the layer's device and the scheduler's first (GPU, downward) pass
+    // gives the FA node that device; skipping the probe keeps one
+    // evaluation near 1 ms.
+    let resolved;
+    let fa_ctx;
+    let input = if input.flags.flash_attn == FlashAttn::Auto
+        && input.ctx.flash_attn
+        && input.flags.no_kv_offload
+    {
+        let s = input.ctx.n_seq_max.max(1);
+        if simulate(input, &lookup, s, s, false).fa_off_device {
+            fa_ctx = CtxParams {
+                flash_attn: false,
+                ..*input.ctx
+            };
+            resolved = ComputeInput {
+                ctx: &fa_ctx,
+                ..*input
+            };
+            &resolved
+        } else {
+            input
+        }
+    } else {
+        input
+    };
     let pp = simulate(
         input,
         &lookup,
@@ -1268,6 +1462,7 @@ pub fn compute(input: &ComputeInput) -> ComputeResult {
         splits_pp: pp.splits_pp,
         splits_tg: tg.splits_pp,
         nodes_pp: pp.nodes_pp,
+        fa_off_device: pp.fa_off_device,
     }
 }
 
@@ -1350,6 +1545,7 @@ fn simulate(input: &ComputeInput, lookup: &Lookup, t: u64, o: u64, alloc: bool) 
         cpu,
         lookup,
         pending_gather: None,
+        rs_copy: None,
         nodes: Vec::new(),
     };
     b.build(t, o);
@@ -1434,6 +1630,10 @@ fn simulate(input: &ComputeInput, lookup: &Lookup, t: u64, o: u64, alloc: bool) 
         }
     }
     let bk = |i: usize| be[i].unwrap_or(cpu);
+    let fa_off_device = nodes
+        .iter()
+        .enumerate()
+        .any(|(i, nd)| nd.fa_layer.is_some_and(|lb| bk(i) != lb));
 
     // --- pass 5: splits and their inputs.
     // A src is used directly if it lives on the node's backend, or it is a
@@ -1443,6 +1643,7 @@ fn simulate(input: &ComputeInput, lookup: &Lookup, t: u64, o: u64, alloc: bool) 
         Node(Id),
         Weight(Id),
         Cache(Id),
+        CacheV(Id),
     }
     let mut split_of = vec![0u32; n];
     let mut n_splits = 0u32;
@@ -1481,6 +1682,17 @@ fn simulate(input: &ComputeInput, lookup: &Lookup, t: u64, o: u64, alloc: bool) 
             copy_users.entry(key).or_default().push(i);
             *has = true;
         };
+        // The cache views come first among the op's sources (flash_attn_ext
+        // and mul_mat(k, q) take K first, ssm_scan its state): split inputs
+        // are created in source order (ggml_backend_sched_split_graph).
+        if let Some((cb, bytes)) = nd.cache {
+            if cb != nb && bytes > 0 {
+                add_copy((Src::Cache(i), nb), bytes, &mut split_has_inputs);
+            }
+            if cb != nb && nd.cache_v > 0 {
+                add_copy((Src::CacheV(i), nb), nd.cache_v, &mut split_has_inputs);
+            }
+        }
         for &s in &nd.srcs {
             let mut base = s;
             while is_view(base) {
@@ -1502,11 +1714,6 @@ fn simulate(input: &ComputeInput, lookup: &Lookup, t: u64, o: u64, alloc: bool) 
                 );
             }
         }
-        if let Some((cb, bytes)) = nd.cache {
-            if cb != nb && bytes > 0 {
-                add_copy((Src::Cache(i), nb), bytes, &mut split_has_inputs);
-            }
-        }
     }
 
     if !alloc {
@@ -1516,6 +1723,7 @@ fn simulate(input: &ComputeInput, lookup: &Lookup, t: u64, o: u64, alloc: bool) 
             splits_pp: n_splits,
             splits_tg: n_splits,
             nodes_pp: n,
+            fa_off_device,
         };
     }
 
@@ -1770,7 +1978,11 @@ fn simulate(input: &ComputeInput, lookup: &Lookup, t: u64, o: u64, alloc: bool) 
                         release(&mut allocs, &mut where_, p);
                     }
                 }
-                for key in [(Src::Weight(i), nb), (Src::Cache(i), nb)] {
+                for key in [
+                    (Src::Weight(i), nb),
+                    (Src::Cache(i), nb),
+                    (Src::CacheV(i), nb),
+                ] {
                     if let Some((off, size)) = copy_at.remove(&key) {
                         allocs[nb].release(off, size);
                     }
@@ -1785,5 +1997,6 @@ fn simulate(input: &ComputeInput, lookup: &Lookup, t: u64, o: u64, alloc: bool) 
         splits_pp: n_splits,
         splits_tg: n_splits,
         nodes_pp: n,
+        fa_off_device,
     }
 }

@@ -311,15 +311,29 @@ fn mem_matches_every_oracle_fixture() {
         pct(splits_ok)
     );
     // The issue asks for every fixture within 5 %. Not met yet: the outliers
-    // printed above are, by cause, (1) recurrent/SSM mixers (mamba2,
-    // nemotron-h, qwen3next, lfm2: intermediates approximated), (2) MLA
-    // attention (deepseek2: modelled as plain attention over the latent
-    // cache), (3) -nkvo placement of the attention ops, (4) experts on the
-    // CPU / partial offload (which ops the scheduler moves between splits).
+    // printed above are, by cause, (1) -nkvo with hybrid models (nemotron-h:
+    // the host-side Mamba2 state gathers and scans; qwen3next /
+    // qwen3-coder-next: Gated DeltaNet), (2) MLA attention with -nkvo
+    // (deepseek2, glm-4.7-flash: modelled as plain attention over the latent
+    // cache; also their -fa off tg split counts, like gpt-oss'), (3)
+    // qwen3next with experts on the CPU or a q8_0 cache (−9…−25 %),
+    // (4) nemotron-h-moe-tiny with experts moved to another RPC device.
     // This floor only guards against regressions; raise it as causes are fixed.
-    // (92.5 % on the first 805 fixtures; the 105 added later — more qwen3next,
-    // nemotron-h and -nkvo cases on 2–3 devices — brought it to 89.8 %.)
-    const COMPUTE_FLOOR_PCT: f64 = 89.5;
+    // History: 92.5 % on the first 805 fixtures; 89.8 % with the 105 added
+    // later (qwen3next, nemotron-h, -nkvo on 2–3 devices); 90.7 % with the
+    // Mamba2 state gather placed after the previous MoE layer's expert sum
+    // (ggml_build_forward_expand order); 94.6 % with the Mamba2 y/dt adds
+    // sized and reused as ggml-alloc does and no RoPE on nemotron-h
+    // (llama_model_rope_type), both checked against an allocator trace;
+    // 96.3 % with the output rows selected after the last layer for the
+    // archs that gate the early get_rows on embeddings_nextn_masked
+    // (qwen3next, gpt-oss, ...); 98.1 % with -nkvo flash attention's K and
+    // V views copied as two split inputs, before the mask (source order);
+    // 98.6 % with lfm2's short-conv block as built (state gather after the
+    // previous layer's expanded output, residual as the first add operand)
+    // and the -fa auto probe (resolve_fused_ops) turning FA off when a
+    // FLASH_ATTN_EXT node lands off its layer's device.
+    const COMPUTE_FLOOR_PCT: f64 = 98.5;
     assert!(
         pct(compute_ok) >= COMPUTE_FLOOR_PCT,
         "compute within 5 % on {:.1} % of fixtures, below the {COMPUTE_FLOOR_PCT} % floor",
