@@ -1,5 +1,6 @@
 mod emit;
 mod emit_llamacpp;
+mod generated;
 mod gguf_roundtrip;
 mod hardware;
 mod header_errors;
