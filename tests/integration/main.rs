@@ -10,6 +10,7 @@ mod inspect;
 mod mem_cli;
 mod mem_oracle;
 mod oracle_fixtures;
+mod oracle_plan;
 mod plan;
 #[cfg(feature = "remote")]
 mod remote;
