@@ -413,7 +413,15 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
         Vec::new()
     };
     if a.json {
-        return json(a, &hw, &source, &model, &out, rows, &bases, req.margin);
+        let done = Done {
+            hw: &hw,
+            source: &source,
+            model: &model,
+            out: &out,
+            bases: &bases,
+            margin: req.margin,
+        };
+        return json(a, &done, rows);
     }
     if let Some(f) = &a.emit {
         print!("{}", emit(a, f, &source, &out, &rows)?);
@@ -631,17 +639,25 @@ fn explain(hw: &Hardware, planner: &Planner, out: &Outcome, bases: &[Baseline], 
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn json(
-    a: &Args,
-    hw: &Hardware,
-    source: &str,
-    model: &Model,
-    out: &Outcome,
-    rows: Vec<DeviceRow>,
-    bases: &[Baseline],
+/// What the JSON report is built from.
+struct Done<'a> {
+    hw: &'a Hardware,
+    source: &'a str,
+    model: &'a Model,
+    out: &'a Outcome,
+    bases: &'a [Baseline],
     margin: Bytes,
-) -> anyhow::Result<ExitCode> {
+}
+
+fn json(a: &Args, done: &Done, rows: Vec<DeviceRow>) -> anyhow::Result<ExitCode> {
+    let Done {
+        hw,
+        source,
+        model,
+        out,
+        bases,
+        margin,
+    } = *done;
     #[derive(Serialize)]
     struct Report<'a> {
         fits: bool,

@@ -29,6 +29,10 @@ fn plan_json_has_the_documented_fields_and_flags() {
     assert_eq!(v["fits"], true);
     assert_eq!(v["n_ctx"], 65536);
     assert_eq!(v["solver_status"], "optimal");
+    assert!(v["simulator"]
+        .as_str()
+        .unwrap()
+        .starts_with("llama.cpp simulator"));
     let devs = v["devices"].as_array().unwrap();
     assert_eq!(devs.len(), 3);
     assert_eq!(devs[2]["name"], "CPU");
