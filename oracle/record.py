@@ -671,6 +671,9 @@ def main() -> int:
     ap.add_argument("--compare-real", action="store_true",
                     help="no fixtures: run each case as dry run and as a real load, print the differences")
     ap.add_argument("--raw", type=Path, default=None, help="also keep raw probe output (with logs) here")
+    ap.add_argument("--cases-json", type=Path, default=None,
+                    help="record these cases instead of the matrix: a JSON list of "
+                         "{model, slug, args, n_dev} (oracle/record_plans.sh writes it from `ggplan plan`)")
     a = ap.parse_args()
 
     probe = a.build / "oracle/oracle-probe"
@@ -682,6 +685,9 @@ def main() -> int:
             return 1
     gdirs = a.gguf_dir or [Path(os.environ.get("ORACLE_CACHE", "/work/cache")) / "oracle-gguf"]
     only = set(x for x in a.only.split(",") if x) or None
+    given = json.loads(a.cases_json.read_text()) if a.cases_json else None
+    if given is not None:
+        only = {c["model"] for c in given}
     models = discover(gdirs, a.specs, only)
     if not models:
         print("no models found", file=sys.stderr)
@@ -696,7 +702,11 @@ def main() -> int:
     for name, path, spec in models:
         m = read_model(name, path, spec)
         infos.append(m)
-        cases = matrix(m, eps) + ([] if a.no_fit or a.compare_real else fit_matrix(m, eps))
+        if given is not None:
+            cases = [Case(c["slug"], c.get("tool", "server"), c["args"], c["n_dev"])
+                     for c in given if c["model"] == name]
+        else:
+            cases = matrix(m, eps) + ([] if a.no_fit or a.compare_real else fit_matrix(m, eps))
         for c in cases:
             if a.case and not re.search(a.case, c.slug):
                 continue
@@ -724,7 +734,7 @@ def main() -> int:
             return m, c, {"error": "timeout"}, time.time() - t
         return m, c, raw, time.time() - t
 
-    if not a.case:
+    if not a.case and given is None:
         # full matrix for these models: drop their old fixtures so removed cases do not linger
         for m in infos:
             for old in (a.out / m.name).glob("*.json"):

@@ -108,6 +108,22 @@ pub struct Args {
     /// Entry name for --emit (default: the model file's stem).
     #[arg(long)]
     pub name: Option<String>,
+    /// The GGUF path llama-server loads (`-m` in the printed command and
+    /// --emit); default: MODEL. Set it when MODEL is a profile .toml, which
+    /// llama-server cannot load.
+    #[arg(long, value_name = "PATH")]
+    pub model_path: Option<String>,
+    /// Leave the solver's run time out of the table output (reproducible
+    /// text, e.g. the examples in generated/).
+    #[arg(long)]
+    pub no_timing: bool,
+}
+
+impl Args {
+    /// The `-m` path for llama-server.
+    fn gguf_path(&self) -> &str {
+        self.model_path.as_deref().unwrap_or(&self.model)
+    }
 }
 
 /// Load the model: a GGUF (any shard) or a profile TOML, or one of the
@@ -438,16 +454,16 @@ fn emit(
             )
         })?;
     let name = a.name.clone().unwrap_or_else(|| {
-        std::path::Path::new(&a.model)
+        std::path::Path::new(a.gguf_path())
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or("model")
             .trim_start_matches("synthetic:")
             .to_string()
     });
-    let mut d = Deployment::new(name, a.model.clone(), out.argv.clone());
+    let mut d = Deployment::new(name, a.gguf_path().to_string(), out.argv.clone());
     d.summary = Some(PlanSummary {
-        ggplan_version: format!("ggplan {}", env!("CARGO_PKG_VERSION")),
+        ggplan_version: env!("CARGO_PKG_VERSION").to_string(),
         hardware_file: Some(source.to_string()),
         devices: rows
             .iter()
@@ -493,14 +509,18 @@ fn print_plan(a: &Args, model: &Model, source: &str, out: &Outcome, rows: &[Devi
         );
     }
     println!(
-        "solver: {}{} in {:.1} ms; checked by: {}{}",
+        "solver: {}{}{}; checked by: {}{}",
         out.status.as_str(),
         if out.status == crate::solver::milp::Status::Gap {
             format!(" (within {:.1} % of optimal)", a.gap * 100.0)
         } else {
             String::new()
         },
-        out.solver_ms,
+        if a.no_timing {
+            String::new()
+        } else {
+            format!(" in {:.1} ms", out.solver_ms)
+        },
         out.report.simulator,
         if out.rounds > 1 {
             format!(
@@ -512,7 +532,11 @@ fn print_plan(a: &Args, model: &Model, source: &str, out: &Outcome, rows: &[Devi
         }
     );
     println!();
-    println!("llama-server -m {} {}", a.model, shell_line(&out.argv));
+    println!(
+        "llama-server -m {} {}",
+        shell_line(&[a.gguf_path().to_string()]),
+        shell_line(&out.argv)
+    );
 }
 
 fn explain(hw: &Hardware, planner: &Planner, out: &Outcome, bases: &[Baseline], margin: Bytes) {

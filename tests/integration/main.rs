@@ -1,5 +1,6 @@
 mod emit;
 mod emit_llamacpp;
+mod generated;
 mod gguf_roundtrip;
 mod hardware;
 mod header_errors;
@@ -9,6 +10,7 @@ mod inspect;
 mod mem_cli;
 mod mem_oracle;
 mod oracle_fixtures;
+mod oracle_plan;
 mod plan;
 #[cfg(feature = "remote")]
 mod remote;
