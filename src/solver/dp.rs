@@ -52,6 +52,12 @@ pub struct Problem<'a> {
     pub ubatch: u64,
     /// May move routed experts (dense: the FFN) of device layers to the host.
     pub allow_ffn_host: bool,
+    /// Weight of prefill seconds per prompt token in the objective (0: decode
+    /// time only, the exact planning objective). A small weight breaks decode
+    /// ties by prefill: when the host and a unified device read the same
+    /// memory at the same bandwidth, decode cannot tell them apart, prompt
+    /// processing can (see [`prefill_per_token`]).
+    pub prefill_weight: f64,
 }
 
 impl Problem<'_> {
@@ -109,11 +115,17 @@ fn tables(p: &Problem) -> Tables {
     let mut host_time = vec![0f64; n + 1];
     let mut host_bytes = vec![0u64; n + 1];
     let mut largest = vec![0u64; n + 1];
+    let w = p.prefill_weight;
     for (il, l) in c.layers.iter().enumerate() {
         bytes[il + 1] = bytes[il] + l.fixed_bytes + l.kv_bytes + l.ffn_bytes;
         ffn[il + 1] = ffn[il] + l.ffn_bytes;
         let read = l.fixed_bytes as f64 + l.kv_read_bytes as f64 + l.ffn_bytes as f64 * l.ffn_read;
-        host_time[il + 1] = host_time[il] + read / hb;
+        let pre = if w > 0.0 {
+            w * prefill_per_token(p, l, None)
+        } else {
+            0.0
+        };
+        host_time[il + 1] = host_time[il] + read / hb + pre;
         host_bytes[il + 1] = bytes[il + 1];
         largest[il + 1] = largest[il].max(l.largest);
     }
@@ -128,7 +140,12 @@ fn tables(p: &Problem) -> Tables {
         for (il, l) in c.layers.iter().enumerate() {
             let f = l.ffn_bytes as f64 * l.ffn_read;
             let read = l.fixed_bytes as f64 + l.kv_read_bytes as f64 + f;
-            t[il + 1] = t[il] + read / bw;
+            let pre = if w > 0.0 {
+                w * prefill_per_token(p, l, Some(d))
+            } else {
+                0.0
+            };
+            t[il + 1] = t[il] + read / bw + pre;
             x[il + 1] = x[il] + f / hb - f / bw + if l.ffn_bytes > 0 { hop } else { 0.0 };
         }
         time.push(t);
@@ -201,6 +218,32 @@ fn tables(p: &Problem) -> Tables {
             .fold(f64::INFINITY, f64::min),
         groups,
         cnt,
+    }
+}
+
+/// Prefill seconds per prompt token of one block with its FFN on its
+/// layer's place, as [`super::speed::predict`] counts them: matmul FLOPs on
+/// the device; a host block either copied to the first device and computed
+/// there (op offload, `T ≥ 32`) or computed on the CPU. Only used to break
+/// decode ties, so an FFN moved to the host is not charged here.
+fn prefill_per_token(p: &Problem, l: &super::costs::LayerCost, dev: Option<usize>) -> f64 {
+    const TFLOP: f64 = 1e12;
+    let t = p.ubatch.max(1) as f64;
+    let params = l.fixed_params as f64 + l.ffn_params as f64 * l.ffn_read;
+    match dev {
+        Some(d) => {
+            let f = p.rates.devices.get(d).map_or(1.0, |r| r.tflops);
+            2.0 * params / (f * TFLOP)
+        }
+        None => match p.order.first().and_then(|&d| p.rates.devices.get(d)) {
+            Some(d0) if p.offloading() => {
+                let k = l.ffn_read.clamp(0.0, 1.0);
+                let used = 1.0 - (1.0 - k).powf(t);
+                let bytes = l.fixed_bytes as f64 + l.ffn_bytes as f64 * used;
+                bytes / (d0.link_gbs * GB) / t + 2.0 * params / (d0.tflops * TFLOP)
+            }
+            _ => 2.0 * params / (p.rates.host_tflops * TFLOP),
+        },
     }
 }
 
@@ -727,6 +770,7 @@ mod tests {
             op_offload: true,
             ubatch: 512,
             allow_ffn_host: false,
+            prefill_weight: 0.0,
         };
         let l = solve(&p).unwrap();
         assert!(l.is_contiguous());
@@ -754,6 +798,7 @@ mod tests {
             op_offload: true,
             ubatch: 512,
             allow_ffn_host: true,
+            prefill_weight: 0.0,
         };
         let l = solve(&p).unwrap();
         let (_, fits) = eval(&p, &l);
@@ -827,6 +872,7 @@ mod tests {
                 op_offload: true,
                 ubatch: 512,
                 allow_ffn_host: true,
+                prefill_weight: 0.0,
             };
             let opt = brute_all(&p);
             let lb = lower_bound(&p);
@@ -862,6 +908,7 @@ mod tests {
                 op_offload: true,
                 ubatch: 512,
                 allow_ffn_host: false,
+                prefill_weight: 0.0,
             };
             let dp = solve(&p);
             let bf = brute(&p);

@@ -395,6 +395,7 @@ mod tests {
             op_offload: true,
             ubatch: 512,
             allow_ffn_host: true,
+            prefill_weight: 0.0,
         };
         let start = dp::solve(&p).unwrap();
         let res = solve(&p, Some(&start), Limits::default()).unwrap();

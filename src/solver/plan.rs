@@ -225,6 +225,7 @@ impl<'a> Planner<'a> {
             op_offload: true,
             ubatch: cfg.pp_tokens(),
             allow_ffn_host: allow,
+            prefill_weight: 0.0,
         }
     }
 
@@ -237,11 +238,14 @@ impl<'a> Planner<'a> {
 
     /// Decode seconds of a layout in the planning model.
     pub fn decode_s(&self, c: &Costs, layout: &Layout, ub: u64) -> f64 {
+        self.predict_at(c, layout, ub).decode_s
+    }
+
+    fn predict_at(&self, c: &Costs, layout: &Layout, ub: u64) -> Prediction {
         predict(
             &summary(c, layout, self.hw.devices.len(), true, ub),
             &self.rates,
         )
-        .decode_s
     }
 
     /// Best layout at one context: the DP (pure, and with FFNs on the host),
@@ -264,11 +268,37 @@ impl<'a> Planner<'a> {
         let fits = |l: &Layout| self.fits(&c, l, caps, ub);
         // The DP does not count the host side of moved FFNs: check it here.
         let comb_host_short = comb.as_ref().is_some_and(|l| !fits(l));
-        let mut best: Option<(Layout, f64)> = None;
+        // The same DPs with prefill as a small secondary term: where decode
+        // ties (the host and a unified iGPU read one memory pool at one
+        // bandwidth) they prefer the place that processes prompts faster.
+        let tie = |allow: bool| {
+            dp::solve(&Problem {
+                prefill_weight: PREFILL_TIE_WEIGHT,
+                ..self.problem(&c, cfg, caps, allow)
+            })
+        };
+        let pure_tie = tie(false);
+        let comb_tie = if req.allow_ffn_host && c.movable.is_some() {
+            tie(true)
+        } else {
+            None
+        };
+        // First the decode optimum (the exact planning objective), then the
+        // tie-breaking layouts where they are as fast to decode and clearly
+        // faster to prefill.
+        let mut best: Option<(Layout, Prediction)> = None;
         for l in [pure, comb].into_iter().flatten() {
-            let t = self.decode_s(&c, &l, ub);
-            if fits(&l) && best.as_ref().is_none_or(|b| t < b.1) {
-                best = Some((l, t));
+            let pred = self.predict_at(&c, &l, ub);
+            if fits(&l) && best.as_ref().is_none_or(|b| pred.decode_s < b.1.decode_s) {
+                best = Some((l, pred));
+            }
+        }
+        // What the proofs below are about.
+        let t_opt = best.as_ref().map_or(f64::INFINITY, |b| b.1.decode_s);
+        for l in [pure_tie, comb_tie].into_iter().flatten() {
+            let pred = self.predict_at(&c, &l, ub);
+            if fits(&l) && best.as_ref().is_none_or(|b| tie_better(&pred, &b.1)) {
+                best = Some((l, pred));
             }
         }
         let exact = !req.allow_ffn_host || c.movable.is_none() || (self.alike && !comb_host_short);
@@ -281,10 +311,11 @@ impl<'a> Planner<'a> {
         // below: a DP plan within the gap of it needs no MILP.
         let mut proven = exact;
         if !exact && req.solver != SolverChoice::Milp {
-            if let (Some((_, t)), Some(lb)) = (
-                best.as_ref(),
+            if let (true, Some(lb)) = (
+                best.is_some(),
                 dp::lower_bound(&self.problem(&c, cfg, caps, true)),
             ) {
+                let t = &t_opt;
                 if *t <= lb * (1.0 + 1e-9) {
                     status = Status::Optimal;
                     proven = true;
@@ -302,12 +333,14 @@ impl<'a> Planner<'a> {
         if run_milp && !self.order.is_empty() {
             let p = self.problem(&c, cfg, caps, req.allow_ffn_host);
             if let Ok(r) = milp::solve(&p, best.as_ref().map(|b| &b.0), req.limits) {
-                let t = self.decode_s(&c, &r.layout, ub);
+                let pred = self.predict_at(&c, &r.layout, ub);
                 if fits(&r.layout)
                     && r.layout.is_contiguous()
-                    && best.as_ref().is_none_or(|b| t <= b.1)
+                    && best
+                        .as_ref()
+                        .is_none_or(|b| pred.decode_s <= b.1.decode_s && !tie_better(&b.1, &pred))
                 {
-                    best = Some((r.layout, t));
+                    best = Some((r.layout, pred));
                     status = r.status;
                 } else if best.is_some() && matches!(r.status, Status::Optimal | Status::Gap) {
                     // The MILP proved the DP's plan within its gap.
@@ -458,15 +491,38 @@ impl<'a> Planner<'a> {
                     rounds,
                 });
             }
-            if rounds >= 4 {
+            if rounds >= MAX_ROUNDS {
                 return Err(PlanError::Unconverged(over));
             }
-            // The simulator needs more than the planning model said: shrink
-            // the planning capacity of each short place by the excess.
+            // The simulator needs more than the planning model said. Shrink
+            // the planning capacity of each short place below what the model
+            // says *this plan* uses there, by the excess plus a step that
+            // doubles each round: shrinking the capacity alone can leave the
+            // same plan optimal (a layer is hundreds of MiB, the excess a few),
+            // and then every round re-emits the same flags. This way each
+            // round forces a plan the model itself rates smaller on that
+            // place, so the loop ends: with a plan that fits, or with the
+            // place's capacity exhausted (then the search reports does-not-fit).
+            let c = self.costs(&plan.ctx);
+            let (_, d) = memory(
+                &c,
+                &plan.layout,
+                self.hw.devices.len(),
+                true,
+                plan.ctx.pp_tokens(),
+            );
+            let step = SHRINK_STEP << (rounds - 1).min(16);
             for o in &over {
-                let excess = o.need.0.saturating_sub(o.capacity.0) + 16 * MIB;
-                match self.hw.devices.iter().position(|d| d.name == o.target) {
-                    Some(d) => caps.0[d] = caps.0[d].saturating_sub(excess),
+                let excess = o.need.0.saturating_sub(o.capacity.0) + step;
+                match self.hw.devices.iter().position(|dev| dev.name == o.target) {
+                    Some(i) => {
+                        let planned = d.get(i).map_or(caps.0[i], |m| m.total());
+                        caps.0[i] = caps.0[i].min(planned).saturating_sub(excess);
+                    }
+                    // The host pool may be short through a unified device's
+                    // share of it, which the host's own total does not show:
+                    // shrink from the capacity (the doubling step still ends
+                    // the loop).
                     None => caps.1 = caps.1.saturating_sub(excess),
                 }
             }
@@ -622,6 +678,35 @@ impl<'a> Planner<'a> {
         }
         out
     }
+}
+
+/// Solve → simulate rounds before giving up on the simulator's feedback.
+const MAX_ROUNDS: u32 = 8;
+
+/// Extra shrink of a short place's planning capacity in the first feedback
+/// round (doubled each further round).
+const SHRINK_STEP: u64 = 16 * MIB;
+
+/// Weight of prefill seconds per prompt token in the tie-breaking DP: on a
+/// CPU-vs-iGPU tie (~0.1 s vs ~1 ms per token for a 5 B-active model) it
+/// shifts the objective by well under 1 % of decode time, so it decides ties
+/// without overriding a real decode difference.
+pub const PREFILL_TIE_WEIGHT: f64 = 0.01;
+
+/// Relative difference below which two layouts' decode (prefill) times
+/// count as equal (as in [`better`]).
+const DECODE_TIE: f64 = 0.01;
+
+/// Placement ranking at one configuration: decode time; within
+/// [`DECODE_TIE`] of each other, prefill time when it differs by more than
+/// that too; else the incumbent `b` stays (no churn on rounding noise).
+fn tie_better(a: &Prediction, b: &Prediction) -> bool {
+    let (da, db) = (a.decode_s, b.decode_s);
+    if (da - db).abs() > DECODE_TIE * da.max(db) {
+        return da < db;
+    }
+    let (pa, pb) = (a.prefill_ubatch_s, b.prefill_ubatch_s);
+    (pa - pb).abs() > DECODE_TIE * pa.max(pb) && pa < pb
 }
 
 /// Ranking: with `--max-ctx` the larger context first; then decode speed

@@ -227,3 +227,85 @@ fn shipped_profile_plans_within_the_gap_and_emits_a_models_conf_section() {
         assert!(s.contains(want), "{want} missing:\n{s}");
     }
 }
+
+#[test]
+fn unified_igpu_takes_every_layer_when_decode_ties_with_the_host() {
+    // Strix Halo: the CPU and the Vulkan iGPU read one LPDDR5X pool at one
+    // bandwidth, so decode time cannot choose; prefill (59 TFLOPS vs 16
+    // cores) must put the whole model on Vulkan0, as `-ngl 999` would.
+    let out = ggplan()
+        .args([
+            "plan",
+            "models/gpt-oss-120b-mxfp4.toml",
+            "--hw",
+            "ryzen-ai-max-395-128gb",
+            "--ctx",
+            "131072",
+            "--json",
+        ])
+        .assert()
+        .success();
+    let v = json(&out);
+    let argv: Vec<&str> = v["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    let at = |flag: &str| argv.iter().position(|a| *a == flag).map(|i| argv[i + 1]);
+    // 36 blocks + the output layer.
+    assert_eq!(at("-ngl"), Some("37"), "{argv:?}");
+    assert_eq!(at("-dev"), Some("Vulkan0"), "{argv:?}");
+    assert!(!argv.contains(&"-ot"), "{argv:?}");
+    let devs = v["devices"].as_array().unwrap();
+    assert_eq!(devs[0]["name"], "Vulkan0");
+    assert!(
+        devs[0]["model_bytes"].as_u64().unwrap() > 55 << 30,
+        "{}",
+        devs[0]
+    );
+    // Only the token embeddings stay on the host.
+    assert_eq!(devs[1]["name"], "CPU");
+    assert!(
+        devs[1]["model_bytes"].as_u64().unwrap() < 1 << 30,
+        "{}",
+        devs[1]
+    );
+    // Decode is bandwidth-bound either way; prompts run on the GPU.
+    let p = &v["predicted"];
+    assert!(p["decode_tps"].as_f64().unwrap() > 25.0, "{p}");
+    assert!(p["prefill_tps"].as_f64().unwrap() > 1000.0, "{p}");
+}
+
+#[test]
+fn simulator_feedback_converges_on_a_tesla_p4_at_long_contexts() {
+    // These made the feedback loop re-emit the same flags until it gave up
+    // (exit 2, "CUDA0 … MiB short"): a valid request must plan (0) or not fit (3).
+    for ctx in ["170000", "176128", "200000"] {
+        let out = ggplan()
+            .args([
+                "plan",
+                "models/llama-3.1-8b-q8_0.toml",
+                "--hw",
+                "tesla-p4-i7-4770k",
+                "--ctx",
+                ctx,
+                "--json",
+            ])
+            .assert()
+            .success();
+        let v = json(&out);
+        assert_eq!(v["fits"], true, "{ctx}");
+        let devs = v["devices"].as_array().unwrap();
+        assert_eq!(devs[0]["name"], "CUDA0");
+        for d in devs {
+            assert!(d["headroom_bytes"].as_i64().unwrap() >= 0, "{ctx}: {d}");
+        }
+        // Part of the model on the P4, re-planned after the simulator's feedback.
+        assert!(
+            devs[0]["model_bytes"].as_u64().unwrap() > 512 << 20,
+            "{ctx}"
+        );
+        assert!(v["rounds"].as_u64().unwrap() >= 2, "{ctx}: {v}");
+    }
+}
