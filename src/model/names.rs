@@ -11,7 +11,7 @@ use super::{TensorClass, TensorGroup};
 /// llama.cpp's routed-expert pattern (`LLM_FFN_EXPS_REGEX` in common/common.h),
 /// the one `--cpu-moe` / `-ot exps=CPU` style overrides rely on. Matched
 /// anywhere in the name, as `std::regex_search` does.
-pub const FFN_EXPS_REGEX: &str = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps";
+pub const FFN_EXPS_REGEX: &str = crate::llamacpp::overrides::LLM_FFN_EXPS_REGEX;
 
 fn exps_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();

@@ -26,8 +26,18 @@ use super::costs::{CtxConfig, Movable};
 use super::layout::Layout;
 use super::ranges::block_pattern;
 
-/// llama.cpp's routed-expert tail (`LLM_FFN_EXPS_REGEX`, common/common.h).
-pub const EXPS_TAIL: &str = r"ffn_(up|down|gate|gate_up)_(ch|)exps";
+/// llama.cpp's routed-expert tail: `LLM_FFN_EXPS_REGEX` (common/common.h,
+/// owned by [`crate::llamacpp::overrides`]) without its leading `\.`, which
+/// [`block_pattern`]'s `blk\.(…)\.` already ends with.
+pub const EXPS_TAIL: &str = {
+    let (_, tail) = crate::llamacpp::overrides::LLM_FFN_EXPS_REGEX
+        .as_bytes()
+        .split_at(2);
+    match std::str::from_utf8(tail) {
+        Ok(t) => t,
+        Err(_) => panic!("LLM_FFN_EXPS_REGEX is ASCII"),
+    }
+};
 /// A dense FFN's tensors (`ffn_up.weight`, `ffn_gate.bias`, fused `ffn_gate_up`),
 /// not `_exps` / `_shexp` / `ffn_norm` (the `\.` after the name).
 pub const DENSE_FFN_TAIL: &str = r"ffn_(up|down|gate|gate_up)\.";
