@@ -255,3 +255,42 @@ mod tests {
         assert_eq!(read_argv(&argv("-ot a=CPU -ot b=CUDA0")).unwrap().len(), 2);
     }
 }
+
+/// The spelling table above and the simulator's parser
+/// ([`crate::llamacpp::flags::Flags::parse`]) describe the same llama.cpp
+/// options from two sides (what we write vs what we simulate); every
+/// spelling ggplan can emit must be one the simulator accepts, or the
+/// planner would emit a flag it has not simulated.
+#[cfg(test)]
+mod parser_agreement {
+    use super::*;
+
+    fn sample_value(key: &str) -> &'static str {
+        match key {
+            "tensor-split" => "1,1",
+            "split-mode" => "layer",
+            "device" => "none",
+            "override-tensor" => "exps=CPU",
+            "flash-attn" => "on",
+            "cache-type-k" | "cache-type-v" => "q8_0",
+            "fit" => "off",
+            "load-mode" => "none",
+            _ => "2",
+        }
+    }
+
+    #[test]
+    fn every_emittable_spelling_is_simulated() {
+        for spec in FLAGS {
+            for name in spec.names {
+                let mut argv = vec![*name];
+                if spec.arity == Arity::Value {
+                    argv.push(sample_value(spec.preset_key));
+                }
+                if let Err(e) = crate::llamacpp::flags::Flags::parse(&argv) {
+                    panic!("{argv:?}: emit can write it but the simulator rejects it: {e}");
+                }
+            }
+        }
+    }
+}
