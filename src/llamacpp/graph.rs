@@ -178,6 +178,16 @@ impl<'a> Builder<'a> {
         self.push(Self::node(Op::View, size, &[src]))
     }
 
+    /// llama_mul_mat_hadamard (src/llama-impl.h): mul_mat(rot, reshape_2d(x))
+    /// allocates, and the result comes back through reshape_4d, a view. So a
+    /// following in-place op (qwen3next's gated `ggml_mul(cur, gate)`)
+    /// cannot take the rotation's memory and reuses its other operand's
+    /// (ggml_gallocr_allocate_node skips view parents).
+    fn hadamard(&mut self, size: u64, x: Id, rot: Id) -> Id {
+        let r = self.other(size, &[x, rot]);
+        self.view(r)
+    }
+
     fn inplace(&mut self, src: Id, others: &[Id]) -> Id {
         let size = self.nodes[src].size;
         let mut srcs = vec![src];
@@ -528,16 +538,15 @@ impl<'a> Builder<'a> {
                 } else {
                     q
                 };
-                // llama_mul_mat_hadamard: mul_mat(rot, reshape(x)) allocates.
                 let q = match krot {
-                    Some(r) => self.other(4 * qw * cur_t, &[q, r]),
+                    Some(r) => self.hadamard(4 * qw * cur_t, q, r),
                     None => q,
                 };
                 let v = (vw > 0).then(|| {
                     let wv = self.lw(il, "attn_v.weight");
                     let v = self.matmul(wv, vw, cur_t, cur);
                     match vrot {
-                        Some(r) => self.other(4 * vw * cur_t, &[v, r]),
+                        Some(r) => self.hadamard(4 * vw * cur_t, v, r),
                         None => v,
                     }
                 });
@@ -548,7 +557,7 @@ impl<'a> Builder<'a> {
                 let k = self.view(k);
                 let k = if rope { self.inplace(k, &[pos]) } else { k };
                 let k = match krot {
-                    Some(r) => self.other(4 * kw * cur_t, &[k, r]),
+                    Some(r) => self.hadamard(4 * kw * cur_t, k, r),
                     None => k,
                 };
                 let mut ks = Self::node(Op::Store, 0, &[k, kidx]);
@@ -616,7 +625,7 @@ impl<'a> Builder<'a> {
                     c
                 };
                 let attn_out = match vrot {
-                    Some(r) => self.other(4 * dv_e * h * cur_t, &[attn_out, r]),
+                    Some(r) => self.hadamard(4 * dv_e * h * cur_t, attn_out, r),
                     None => attn_out,
                 };
                 // Gated attention: sigmoid(gate view of q_full) · attn.

@@ -316,7 +316,7 @@ fn mem_matches_every_oracle_fixture() {
     // qwen3-coder-next: Gated DeltaNet), (2) MLA attention with -nkvo
     // (deepseek2, glm-4.7-flash: modelled as plain attention over the latent
     // cache; also their -fa off tg split counts, like gpt-oss'), (3)
-    // qwen3next with experts on the CPU or a q8_0 cache (−9…−25 %),
+    // qwen3next with experts on the CPU (−25 %),
     // (4) nemotron-h-moe-tiny with experts moved to another RPC device.
     // This floor only guards against regressions; raise it as causes are fixed.
     // History: 92.5 % on the first 805 fixtures; 89.8 % with the 105 added
@@ -332,8 +332,11 @@ fn mem_matches_every_oracle_fixture() {
     // 98.6 % with lfm2's short-conv block as built (state gather after the
     // previous layer's expanded output, residual as the first add operand)
     // and the -fa auto probe (resolve_fused_ops) turning FA off when a
-    // FLASH_ATTN_EXT node lands off its layer's device.
-    const COMPUTE_FLOOR_PCT: f64 = 98.5;
+    // FLASH_ATTN_EXT node lands off its layer's device; 98.7 % with the
+    // quantized-cache Hadamard rotations returned as reshape_4d views
+    // (llama_mul_mat_hadamard), so qwen3next's gated ggml_mul reuses the
+    // gate's memory, not the rotation's (checked against an allocator trace).
+    const COMPUTE_FLOOR_PCT: f64 = 98.6;
     assert!(
         pct(compute_ok) >= COMPUTE_FLOOR_PCT,
         "compute within 5 % on {:.1} % of fixtures, below the {COMPUTE_FLOOR_PCT} % floor",
