@@ -968,6 +968,8 @@ impl<'a> Builder<'a> {
             d_conv: conv.dims[0].max(1),
             conv_ch: qkv.dims[1],
             d_inner,
+            // conv channels = 2·H_k·dk (q, k) + d_inner (v)
+            qk: qkv.dims[1].saturating_sub(d_inner) / 2,
             qk_rep: dk * h_v,
             h_v,
             n_seqs: self.ctx.n_seq_max.max(1),
@@ -1006,10 +1008,18 @@ impl<'a> Builder<'a> {
         let silu = self.inplace(conv, &[]);
         let mut qk = [0usize; 2];
         for slot in &mut qk {
+            // build_gdn_l2_norm: scale(rms_norm(view)); rms_norm of a view
+            // allocates the view's shape [dk, H_k, T] (not the whole conv
+            // output), the scale runs in place on it. ggml_repeat_4d to the
+            // value heads only when H_k != H_v (qwen3next.cpp).
             let v = self.view(silu);
-            let n = self.inplace(v, &[]);
+            let n = self.push(Self::node(Op::Inplace, 4 * g.qk * t, &[v]));
             let sc = self.inplace(n, &[]);
-            *slot = self.other(4 * g.qk_rep * t, &[sc]);
+            *slot = if g.qk_rep != g.qk {
+                self.other(4 * g.qk_rep * t, &[sc])
+            } else {
+                sc
+            };
         }
         let wba = self.lw(il, "ssm_ba.weight");
         let ba = self.matmul(wba, 2 * g.h_v, t, x);
@@ -1037,8 +1047,10 @@ impl<'a> Builder<'a> {
         let mut st = Self::node(Op::Store, 0, &[sv]);
         st.forced = Some(kvb);
         self.push(st);
+        // The output view [dv, H_v, T] of the fused result (output then
+        // state): its rms_norm allocates d_inner·T, not the whole node.
         let ov = self.view(gdn);
-        let on = self.inplace(ov, &[]);
+        let on = self.push(Self::node(Op::Inplace, 4 * g.d_inner * t, &[ov]));
         let mut om = Self::node(Op::Inplace, 4 * g.d_inner * t, &[on]);
         om.weight = self.lw(il, "ssm_norm.weight");
         let om = self.push(om);
@@ -1048,7 +1060,11 @@ impl<'a> Builder<'a> {
         let gated = self.inplace(om, &[zs]);
         let gv = self.view(gated);
         let wo = self.lw(il, "ssm_out.weight");
-        self.matmul(wo, e, t, gv)
+        let out = self.matmul(wo, e, t, gv);
+        // build_layer_attn_linear returns ggml_reshape_2d(linear_attn_out):
+        // a view, so the residual add reuses inpSA's buffer, not the
+        // projection's (ggml_gallocr_allocate_node skips view parents).
+        self.view(out)
     }
 
     /// Mamba2 dimensions from the layer's tensors (ssm_conv1d [d_conv,
@@ -1297,6 +1313,8 @@ struct Gdn {
     d_conv: u64,
     conv_ch: u64,
     d_inner: u64,
+    /// q/k width as convolved: H_k·dk.
+    qk: u64,
     /// q/k width after repeating to the value heads: H_v·dk.
     qk_rep: u64,
     h_v: u64,

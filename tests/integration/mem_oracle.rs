@@ -316,8 +316,7 @@ fn mem_matches_every_oracle_fixture() {
     // qwen3-coder-next: Gated DeltaNet), (2) MLA attention with -nkvo
     // (deepseek2, glm-4.7-flash: modelled as plain attention over the latent
     // cache; also their -fa off tg split counts, like gpt-oss'), (3)
-    // qwen3next with experts on the CPU (−25 %),
-    // (4) nemotron-h-moe-tiny with experts moved to another RPC device.
+    // nemotron-h-moe-tiny with experts moved to another RPC device.
     // This floor only guards against regressions; raise it as causes are fixed.
     // History: 92.5 % on the first 805 fixtures; 89.8 % with the 105 added
     // later (qwen3next, nemotron-h, -nkvo on 2–3 devices); 90.7 % with the
@@ -335,8 +334,13 @@ fn mem_matches_every_oracle_fixture() {
     // FLASH_ATTN_EXT node lands off its layer's device; 98.7 % with the
     // quantized-cache Hadamard rotations returned as reshape_4d views
     // (llama_mul_mat_hadamard), so qwen3next's gated ggml_mul reuses the
-    // gate's memory, not the rotation's (checked against an allocator trace).
-    const COMPUTE_FLOOR_PCT: f64 = 98.6;
+    // gate's memory, not the rotation's (checked against an allocator trace);
+    // 99.2 % with qwen3next's Gated DeltaNet block as built: the l2-normed
+    // q/k and the output norm sized from their views ([dk, H_k, T],
+    // [dv, H_v, T]), no repeat when H_k == H_v, and the block returning
+    // ggml_reshape_2d(linear_attn_out) so the residual add reuses inpSA
+    // (fixes the CPU-experts fixtures, −25 % before; allocator trace).
+    const COMPUTE_FLOOR_PCT: f64 = 99.1;
     assert!(
         pct(compute_ok) >= COMPUTE_FLOOR_PCT,
         "compute within 5 % on {:.1} % of fixtures, below the {COMPUTE_FLOOR_PCT} % floor",
