@@ -985,6 +985,7 @@ impl<'a> Builder<'a> {
         let kvb = self.kv_backend(il);
         let n_embd_r = self.model.hparams.n_embd_r;
         let n_embd_s = self.model.hparams.n_embd_s;
+        self.rs_zero(il);
         let rg = self.other(4 * n_embd_r * g.n_seqs, &[rs_copy]);
         let mut st = Self::node(Op::Store, 0, &[rg]);
         st.forced = Some(kvb);
@@ -998,6 +999,7 @@ impl<'a> Builder<'a> {
         let mut st = Self::node(Op::Store, 0, &[last]);
         st.forced = Some(kvb);
         self.push(st);
+        self.rs_zero(il);
         let sg = self.other(4 * n_embd_s * g.n_seqs, &[rs_copy]);
         let mut st = Self::node(Op::Store, 0, &[sg]);
         st.forced = Some(kvb);
@@ -1102,6 +1104,18 @@ impl<'a> Builder<'a> {
     /// output of `build_attn_mha` (llama-graph.cpp). Everything the current
     /// layer builds after that point is only reached later, through the
     /// next layer's inputs.
+    /// build_rs (llama-graph.cpp) first clears one state in place:
+    /// ggml_scale_inplace(view of the cache, 0), a node on the cache's
+    /// backend (its view_src's buffer). It comes right before the state
+    /// gather, so the gather expands from it onto the cache's device even
+    /// after a node that ran elsewhere (experts moved with -ot).
+    fn rs_zero(&mut self, il: usize) {
+        let kvb = self.kv_backend(il);
+        let mut z = Self::node(Op::Store, 0, &[]);
+        z.forced = Some(kvb);
+        self.push(z);
+    }
+
     fn gather_next_recurrent(&mut self, il: usize, rs_copy: Id) {
         let n_main = self
             .model
@@ -1127,6 +1141,7 @@ impl<'a> Builder<'a> {
     /// `build_rs` of a short-conv layer: the conv states (n_embd_r per
     /// sequence) gathered by s_copy, on the cache's backend.
     fn shortconv_gather(&mut self, il: usize, rs_copy: Id) -> Id {
+        self.rs_zero(il);
         let ns = self.ctx.n_seq_max.max(1);
         let g = self.other(4 * self.model.hparams.n_embd_r * ns, &[rs_copy]);
         let kvb = self.kv_backend(il);
@@ -1170,6 +1185,7 @@ impl<'a> Builder<'a> {
     }
 
     fn mamba2_gather(&mut self, il: usize, m: Mamba2, rs_copy: Id) -> Id {
+        self.rs_zero(il);
         let g = self.other(4 * (m.d_conv - 1) * m.conv_ch * m.n_seqs, &[rs_copy]);
         let kvb = self.kv_backend(il);
         let mut st = Self::node(Op::Store, 0, &[g]);
