@@ -178,6 +178,16 @@ impl<'a> Builder<'a> {
         self.push(Self::node(Op::View, size, &[src]))
     }
 
+    /// llama_mul_mat_hadamard (src/llama-impl.h): mul_mat(rot, reshape_2d(x))
+    /// allocates, and the result comes back through reshape_4d, a view. So a
+    /// following in-place op (qwen3next's gated `ggml_mul(cur, gate)`)
+    /// cannot take the rotation's memory and reuses its other operand's
+    /// (ggml_gallocr_allocate_node skips view parents).
+    fn hadamard(&mut self, size: u64, x: Id, rot: Id) -> Id {
+        let r = self.other(size, &[x, rot]);
+        self.view(r)
+    }
+
     fn inplace(&mut self, src: Id, others: &[Id]) -> Id {
         let size = self.nodes[src].size;
         let mut srcs = vec![src];
@@ -528,16 +538,15 @@ impl<'a> Builder<'a> {
                 } else {
                     q
                 };
-                // llama_mul_mat_hadamard: mul_mat(rot, reshape(x)) allocates.
                 let q = match krot {
-                    Some(r) => self.other(4 * qw * cur_t, &[q, r]),
+                    Some(r) => self.hadamard(4 * qw * cur_t, q, r),
                     None => q,
                 };
                 let v = (vw > 0).then(|| {
                     let wv = self.lw(il, "attn_v.weight");
                     let v = self.matmul(wv, vw, cur_t, cur);
                     match vrot {
-                        Some(r) => self.other(4 * vw * cur_t, &[v, r]),
+                        Some(r) => self.hadamard(4 * vw * cur_t, v, r),
                         None => v,
                     }
                 });
@@ -548,7 +557,7 @@ impl<'a> Builder<'a> {
                 let k = self.view(k);
                 let k = if rope { self.inplace(k, &[pos]) } else { k };
                 let k = match krot {
-                    Some(r) => self.other(4 * kw * cur_t, &[k, r]),
+                    Some(r) => self.hadamard(4 * kw * cur_t, k, r),
                     None => k,
                 };
                 let mut ks = Self::node(Op::Store, 0, &[k, kidx]);
@@ -616,7 +625,7 @@ impl<'a> Builder<'a> {
                     c
                 };
                 let attn_out = match vrot {
-                    Some(r) => self.other(4 * dv_e * h * cur_t, &[attn_out, r]),
+                    Some(r) => self.hadamard(4 * dv_e * h * cur_t, attn_out, r),
                     None => attn_out,
                 };
                 // Gated attention: sigmoid(gate view of q_full) · attn.
@@ -959,6 +968,8 @@ impl<'a> Builder<'a> {
             d_conv: conv.dims[0].max(1),
             conv_ch: qkv.dims[1],
             d_inner,
+            // conv channels = 2·H_k·dk (q, k) + d_inner (v)
+            qk: qkv.dims[1].saturating_sub(d_inner) / 2,
             qk_rep: dk * h_v,
             h_v,
             n_seqs: self.ctx.n_seq_max.max(1),
@@ -974,6 +985,7 @@ impl<'a> Builder<'a> {
         let kvb = self.kv_backend(il);
         let n_embd_r = self.model.hparams.n_embd_r;
         let n_embd_s = self.model.hparams.n_embd_s;
+        self.rs_zero(il);
         let rg = self.other(4 * n_embd_r * g.n_seqs, &[rs_copy]);
         let mut st = Self::node(Op::Store, 0, &[rg]);
         st.forced = Some(kvb);
@@ -987,6 +999,7 @@ impl<'a> Builder<'a> {
         let mut st = Self::node(Op::Store, 0, &[last]);
         st.forced = Some(kvb);
         self.push(st);
+        self.rs_zero(il);
         let sg = self.other(4 * n_embd_s * g.n_seqs, &[rs_copy]);
         let mut st = Self::node(Op::Store, 0, &[sg]);
         st.forced = Some(kvb);
@@ -997,10 +1010,18 @@ impl<'a> Builder<'a> {
         let silu = self.inplace(conv, &[]);
         let mut qk = [0usize; 2];
         for slot in &mut qk {
+            // build_gdn_l2_norm: scale(rms_norm(view)); rms_norm of a view
+            // allocates the view's shape [dk, H_k, T] (not the whole conv
+            // output), the scale runs in place on it. ggml_repeat_4d to the
+            // value heads only when H_k != H_v (qwen3next.cpp).
             let v = self.view(silu);
-            let n = self.inplace(v, &[]);
+            let n = self.push(Self::node(Op::Inplace, 4 * g.qk * t, &[v]));
             let sc = self.inplace(n, &[]);
-            *slot = self.other(4 * g.qk_rep * t, &[sc]);
+            *slot = if g.qk_rep != g.qk {
+                self.other(4 * g.qk_rep * t, &[sc])
+            } else {
+                sc
+            };
         }
         let wba = self.lw(il, "ssm_ba.weight");
         let ba = self.matmul(wba, 2 * g.h_v, t, x);
@@ -1028,8 +1049,10 @@ impl<'a> Builder<'a> {
         let mut st = Self::node(Op::Store, 0, &[sv]);
         st.forced = Some(kvb);
         self.push(st);
+        // The output view [dv, H_v, T] of the fused result (output then
+        // state): its rms_norm allocates d_inner·T, not the whole node.
         let ov = self.view(gdn);
-        let on = self.inplace(ov, &[]);
+        let on = self.push(Self::node(Op::Inplace, 4 * g.d_inner * t, &[ov]));
         let mut om = Self::node(Op::Inplace, 4 * g.d_inner * t, &[on]);
         om.weight = self.lw(il, "ssm_norm.weight");
         let om = self.push(om);
@@ -1039,7 +1062,11 @@ impl<'a> Builder<'a> {
         let gated = self.inplace(om, &[zs]);
         let gv = self.view(gated);
         let wo = self.lw(il, "ssm_out.weight");
-        self.matmul(wo, e, t, gv)
+        let out = self.matmul(wo, e, t, gv);
+        // build_layer_attn_linear returns ggml_reshape_2d(linear_attn_out):
+        // a view, so the residual add reuses inpSA's buffer, not the
+        // projection's (ggml_gallocr_allocate_node skips view parents).
+        self.view(out)
     }
 
     /// Mamba2 dimensions from the layer's tensors (ssm_conv1d [d_conv,
@@ -1077,6 +1104,18 @@ impl<'a> Builder<'a> {
     /// output of `build_attn_mha` (llama-graph.cpp). Everything the current
     /// layer builds after that point is only reached later, through the
     /// next layer's inputs.
+    /// build_rs (llama-graph.cpp) first clears one state in place:
+    /// ggml_scale_inplace(view of the cache, 0), a node on the cache's
+    /// backend (its view_src's buffer). It comes right before the state
+    /// gather, so the gather expands from it onto the cache's device even
+    /// after a node that ran elsewhere (experts moved with -ot).
+    fn rs_zero(&mut self, il: usize) {
+        let kvb = self.kv_backend(il);
+        let mut z = Self::node(Op::Store, 0, &[]);
+        z.forced = Some(kvb);
+        self.push(z);
+    }
+
     fn gather_next_recurrent(&mut self, il: usize, rs_copy: Id) {
         let n_main = self
             .model
@@ -1102,6 +1141,7 @@ impl<'a> Builder<'a> {
     /// `build_rs` of a short-conv layer: the conv states (n_embd_r per
     /// sequence) gathered by s_copy, on the cache's backend.
     fn shortconv_gather(&mut self, il: usize, rs_copy: Id) -> Id {
+        self.rs_zero(il);
         let ns = self.ctx.n_seq_max.max(1);
         let g = self.other(4 * self.model.hparams.n_embd_r * ns, &[rs_copy]);
         let kvb = self.kv_backend(il);
@@ -1145,6 +1185,7 @@ impl<'a> Builder<'a> {
     }
 
     fn mamba2_gather(&mut self, il: usize, m: Mamba2, rs_copy: Id) -> Id {
+        self.rs_zero(il);
         let g = self.other(4 * (m.d_conv - 1) * m.conv_ch * m.n_seqs, &[rs_copy]);
         let kvb = self.kv_backend(il);
         let mut st = Self::node(Op::Store, 0, &[g]);
@@ -1288,6 +1329,8 @@ struct Gdn {
     d_conv: u64,
     conv_ch: u64,
     d_inner: u64,
+    /// q/k width as convolved: H_k·dk.
+    qk: u64,
     /// q/k width after repeating to the value heads: H_v·dk.
     qk_rep: u64,
     h_v: u64,

@@ -315,9 +315,7 @@ fn mem_matches_every_oracle_fixture() {
     // the host-side Mamba2 state gathers and scans; qwen3next /
     // qwen3-coder-next: Gated DeltaNet), (2) MLA attention with -nkvo
     // (deepseek2, glm-4.7-flash: modelled as plain attention over the latent
-    // cache; also their -fa off tg split counts, like gpt-oss'), (3)
-    // qwen3next with experts on the CPU or a q8_0 cache (−9…−25 %),
-    // (4) nemotron-h-moe-tiny with experts moved to another RPC device.
+    // cache; also their -fa off tg split counts, like gpt-oss').
     // This floor only guards against regressions; raise it as causes are fixed.
     // History: 92.5 % on the first 805 fixtures; 89.8 % with the 105 added
     // later (qwen3next, nemotron-h, -nkvo on 2–3 devices); 90.7 % with the
@@ -332,8 +330,19 @@ fn mem_matches_every_oracle_fixture() {
     // 98.6 % with lfm2's short-conv block as built (state gather after the
     // previous layer's expanded output, residual as the first add operand)
     // and the -fa auto probe (resolve_fused_ops) turning FA off when a
-    // FLASH_ATTN_EXT node lands off its layer's device.
-    const COMPUTE_FLOOR_PCT: f64 = 98.5;
+    // FLASH_ATTN_EXT node lands off its layer's device; 98.7 % with the
+    // quantized-cache Hadamard rotations returned as reshape_4d views
+    // (llama_mul_mat_hadamard), so qwen3next's gated ggml_mul reuses the
+    // gate's memory, not the rotation's (checked against an allocator trace);
+    // 99.2 % with qwen3next's Gated DeltaNet block as built: the l2-normed
+    // q/k and the output norm sized from their views ([dk, H_k, T],
+    // [dv, H_v, T]), no repeat when H_k == H_v, and the block returning
+    // ggml_reshape_2d(linear_attn_out) so the residual add reuses inpSA
+    // (fixes the CPU-experts fixtures, −25 % before; allocator trace);
+    // 99.3 % with build_rs's in-place clear of a cache state view placed
+    // before each recurrent state gather (the gather then expands onto the
+    // cache's device after experts moved to another one, nemotron-h-moe).
+    const COMPUTE_FLOOR_PCT: f64 = 99.3;
     assert!(
         pct(compute_ok) >= COMPUTE_FLOOR_PCT,
         "compute within 5 % on {:.1} % of fixtures, below the {COMPUTE_FLOOR_PCT} % floor",

@@ -13,9 +13,9 @@ use serde_json::Value;
 
 /// (case, device): compute errors above 5 % measured when the case was
 /// recorded. The test fails when one of them comes within 5 % (remove it).
-/// qwen3next with q8_0 KV on three devices: the plan predicts 151,304,256 B
-/// on RPC2, llama.cpp reserves 168,083,488 B (-10.0 %).
-const COMPUTE_OUTLIERS: &[(&str, &str)] = &[("qwen3codernext-c64k-q8", "RPC2")];
+/// Empty since qwen3codernext-c64k-q8 RPC2 (-10.0 %, experts on the CPU)
+/// was fixed by modelling the Gated DeltaNet block's views as built.
+const COMPUTE_OUTLIERS: &[(&str, &str)] = &[];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
