@@ -19,7 +19,7 @@
 
 use serde::Serialize;
 
-use super::costs::Costs;
+use super::costs::{Costs, CtxConfig};
 use super::flags::{argv, llama_layer_devices, Plan};
 use super::layout::{memory, Layout};
 use super::plan::Planner;
@@ -52,14 +52,26 @@ fn fits_devices(p: &Planner, c: &Costs, l: &Layout, ub: u64, caps: &[u64]) -> bo
     d.iter().zip(caps).all(|(m, &cap)| m.total() <= cap)
 }
 
-/// The layout llama.cpp's `--fit` would choose (see the module docs).
+/// The layout llama.cpp's `--fit` would choose (see the module docs), with
+/// the default `--fit-target` on every device.
 pub fn fit_layout(p: &Planner, c: &Costs, ub: u64) -> Layout {
+    let margins = vec![FIT_TARGET.0; p.hw.devices.len()];
+    fit_layout_with(p, c, ub, &margins).0
+}
+
+/// `--fit` with per-device margins (`-fitt a,b,…`, bytes). Also says whether
+/// full offload fitted at once (fit then prints `-ngl -1` and no `-ts`).
+pub fn fit_layout_with(p: &Planner, c: &Costs, ub: u64, margins: &[u64]) -> (Layout, bool) {
     let n = c.n_layer();
     let nd = p.hw.devices.len();
     let caps: Vec<u64> =
         p.hw.devices
             .iter()
-            .map(|d| p.hw.effective_capacity(d).saturating_sub(FIT_TARGET).0)
+            .enumerate()
+            .map(|(i, d)| {
+                let m = margins.get(i).copied().unwrap_or(FIT_TARGET.0);
+                p.hw.effective_capacity(d).0.saturating_sub(m)
+            })
             .collect();
     // 1. Full offload with the default split by free memory.
     let ts: Vec<f32> = caps.iter().map(|&c| c as f32).collect();
@@ -67,8 +79,11 @@ pub fn fit_layout(p: &Planner, c: &Costs, ub: u64) -> Layout {
         layer_dev: llama_layer_devices(n as u32, n as u32 + 1, &ts, nd),
         ffn_host: vec![false; n],
     };
-    if nd == 0 || fits_devices(p, c, &full, ub, &caps) {
-        return if nd == 0 { Layout::cpu_only(n) } else { full };
+    if nd == 0 {
+        return (Layout::cpu_only(n), true);
+    }
+    if fits_devices(p, c, &full, ub, &caps) {
+        return (full, true);
     }
     let moe = c.movable == Some(super::costs::Movable::Experts);
     // Per device: layers (the output counts as one) and how many of them
@@ -139,7 +154,112 @@ pub fn fit_layout(p: &Planner, c: &Costs, ub: u64) -> Layout {
             }
         }
     }
-    build(&n_layer, &n_part)
+    (build(&n_layer, &n_part), false)
+}
+
+/// What `llama-fit-params` answers: the context and the placement.
+#[derive(Clone, Debug)]
+pub struct FitChoice {
+    /// `-c` (the user's, or the one fit resolved with `-c` unset).
+    pub n_ctx: u64,
+    pub layout: Layout,
+    /// Full offload fitted with the default split: fit leaves `-ngl` at
+    /// auto (prints `-ngl -1`) and writes no `-ts`.
+    pub untouched: bool,
+}
+
+/// `--fit-ctx` default (common/common.h): the context fit never goes below.
+pub const FIT_CTX_MIN: u64 = 4096;
+
+/// `common_params_fit_impl` (common/fit.cpp) for the context `base` with
+/// `-c` given (`n_ctx`) or unset (`None`), and per-device margins in bytes.
+///
+/// With `-c` unset the context starts at `n_ctx_train · n_streams` (fit.cpp
+/// "resolve the context before measuring anything else"). When full offload
+/// leaves less than the margins free in total (step 2, `global_surplus < 0`)
+/// fit measures again at `--fit-ctx · n_streams` and interpolates linearly
+/// between the two for the context whose total use meets
+/// `sum(free) - sum(margins)`, on several devices minus
+/// `(nd + 1) · model_per_layer / (dense ? 2 : 6)` of expected waste,
+/// rounded down to `256 · n_streams`. One device: that context is the
+/// answer; several: the layers are then placed at it
+/// ([`fit_layout_with`]).
+pub fn fit_params(p: &Planner, base: &CtxConfig, n_ctx: Option<u64>, margins: &[u64]) -> FitChoice {
+    let nd = p.hw.devices.len();
+    let n_streams = base.n_stream();
+    let n = p.model.hparams.n_layer as usize;
+    let at = |n_ctx: u64| {
+        let cfg = CtxConfig { n_ctx, ..*base };
+        (p.costs(&cfg), cfg.pp_tokens())
+    };
+    let auto = n_ctx.is_none();
+    let n_ctx_max = p.model.hparams.n_ctx_train * n_streams;
+    let mut n_ctx = n_ctx.unwrap_or(n_ctx_max);
+    let free: Vec<u64> =
+        p.hw.devices
+            .iter()
+            .map(|d| p.hw.effective_capacity(d).0)
+            .collect();
+    let margin = |i: usize| margins.get(i).copied().unwrap_or(FIT_TARGET.0);
+    let (c, ub) = at(n_ctx);
+    let (full, fitted) = fit_layout_with(p, &c, ub, margins);
+    if fitted || nd == 0 {
+        return FitChoice {
+            n_ctx,
+            layout: full,
+            untouched: true,
+        };
+    }
+    // Step 2: reduce the context (only when fit chose it).
+    let n_ctx_min_total = FIT_CTX_MIN * n_streams;
+    let used_full = |c: &Costs, ub: u64| {
+        let ts: Vec<f32> = free.iter().map(|&f| f as f32).collect();
+        let l = Layout {
+            layer_dev: llama_layer_devices(n as u32, n as u32 + 1, &ts, nd),
+            ffn_host: vec![false; n],
+        };
+        let (_, d) = memory(c, &l, nd, true, ub);
+        (
+            d.iter().map(|m| m.total() as i64).sum::<i64>(),
+            d.iter().map(|m| m.model as i64).sum::<i64>(),
+        )
+    };
+    let (sum_used, sum_model) = used_full(&c, ub);
+    let sum_free: i64 = free.iter().map(|&f| f as i64).sum();
+    let sum_margin: i64 = (0..nd).map(|i| margin(i) as i64).sum();
+    if auto && sum_free - sum_used - sum_margin < 0 && n_ctx_max > n_ctx_min_total {
+        let mut target = sum_free - sum_margin;
+        if nd > 1 {
+            let per_layer = sum_model / (n as i64 + 1);
+            let moe = c.movable == Some(super::costs::Movable::Experts);
+            target -= (nd as i64 + 1) * per_layer / if moe { 6 } else { 2 };
+        }
+        let (cmin, ubmin) = at(n_ctx_min_total);
+        let (used_min, _) = used_full(&cmin, ubmin);
+        n_ctx = n_ctx_min_total;
+        if target > used_min {
+            n_ctx += ((n_ctx_max - n_ctx_min_total) as i128 * (target - used_min) as i128
+                / (sum_used - used_min).max(1) as i128) as u64;
+            let align = 256 * n_streams;
+            n_ctx = (n_ctx - n_ctx % align).max(n_ctx_min_total);
+            if nd <= 1 {
+                let (c, ub) = at(n_ctx);
+                let (l, _) = fit_layout_with(p, &c, ub, margins);
+                return FitChoice {
+                    n_ctx,
+                    layout: l,
+                    untouched: true,
+                };
+            }
+        }
+    }
+    let (c, ub) = at(n_ctx);
+    let (l, _) = fit_layout_with(p, &c, ub, margins);
+    FitChoice {
+        n_ctx,
+        layout: l,
+        untouched: false,
+    }
 }
 
 /// Plain `-ngl N` with the default split by free memory: the largest `N` that fits.
