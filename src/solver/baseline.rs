@@ -62,7 +62,31 @@ pub fn fit_layout(p: &Planner, c: &Costs, ub: u64) -> Layout {
 /// `--fit` with per-device margins (`-fitt a,b,…`, bytes). Also says whether
 /// full offload fitted at once (fit then prints `-ngl -1` and no `-ts`).
 pub fn fit_layout_with(p: &Planner, c: &Costs, ub: u64, margins: &[u64]) -> (Layout, bool) {
-    let n = c.n_layer();
+    let nd = p.hw.devices.len();
+    let measure = |l: &Layout| -> Vec<u64> {
+        memory(c, l, nd, true, ub)
+            .1
+            .iter()
+            .map(|m| m.total())
+            .collect()
+    };
+    let moe = c.movable == Some(super::costs::Movable::Experts);
+    fit_layout_by(p, c.n_layer(), moe, margins, &measure)
+}
+
+/// Bytes per hardware device of a layout: what fit's probe
+/// (`common_get_device_memory_data_impl`) returns.
+pub type Measure<'m> = dyn Fn(&Layout) -> Vec<u64> + 'm;
+
+/// [`fit_layout_with`] with memory measured by `measure` (the planning
+/// model, or the llama.cpp simulator as fit's own dry-run probe).
+pub fn fit_layout_by(
+    p: &Planner,
+    n: usize,
+    moe: bool,
+    margins: &[u64],
+    measure: &Measure,
+) -> (Layout, bool) {
     let nd = p.hw.devices.len();
     let caps: Vec<u64> =
         p.hw.devices
@@ -82,10 +106,10 @@ pub fn fit_layout_with(p: &Planner, c: &Costs, ub: u64, margins: &[u64]) -> (Lay
     if nd == 0 {
         return (Layout::cpu_only(n), true);
     }
-    if fits_devices(p, c, &full, ub, &caps) {
+    let fits = |l: &Layout| measure(l).iter().zip(&caps).all(|(&m, &cap)| m <= cap);
+    if fits(&full) {
         return (full, true);
     }
-    let moe = c.movable == Some(super::costs::Movable::Experts);
     // Per device: layers (the output counts as one) and how many of them
     // are dense-only (experts on the CPU); a device's full layers come
     // first (`set_ngl_tensor_split_tbo`).
@@ -117,7 +141,7 @@ pub fn fit_layout_with(p: &Planner, c: &Costs, ub: u64, margins: &[u64]) -> (Lay
             if moe && !output_only {
                 n_part[d] += 1;
             }
-            if !fits_devices(p, c, &build(&n_layer, &n_part), ub, &caps) {
+            if !fits(&build(&n_layer, &n_part)) {
                 n_layer[d] -= 1;
                 if moe && !output_only {
                     n_part[d] -= 1;
@@ -145,8 +169,7 @@ pub fn fit_layout_with(p: &Planner, c: &Costs, ub: u64, margins: &[u64]) -> (Lay
                 tp[donor] -= 1;
                 tl[id] += 1;
                 let l = build(&tl, &tp);
-                let (_, mem) = memory(c, &l, nd, true, ub);
-                if mem[id].total() > caps[id] {
+                if measure(&l)[id] > caps[id] {
                     break;
                 }
                 n_layer = tl;
@@ -171,6 +194,20 @@ pub struct FitChoice {
 /// `--fit-ctx` default (common/common.h): the context fit never goes below.
 pub const FIT_CTX_MIN: u64 = 4096;
 
+/// fit measures with llama-completion's context parameters
+/// (`common_get_device_memory_data_impl` builds them from the same
+/// `common_params`): `n_outputs_max = n_batch`, so the output layer's graph
+/// computes logits for the whole micro-batch (`llama_context::graph_reserve`
+/// with `n_outputs = n_tokens`), not one per sequence as llama-server does.
+pub fn fit_costs(p: &Planner, cfg: &CtxConfig) -> Costs {
+    let mut c = p.costs(cfg);
+    let t = cfg.pp_tokens();
+    let (v, e) = (p.model.hparams.n_vocab, p.model.hparams.n_embd);
+    c.output_act = 4 * v * t + 8 * e * t;
+    c.output_buffer = 4 * v * cfg.batch.max(t);
+    c
+}
+
 /// `common_params_fit_impl` (common/fit.cpp) for the context `base` with
 /// `-c` given (`n_ctx`) or unset (`None`), and per-device margins in bytes.
 ///
@@ -186,12 +223,33 @@ pub const FIT_CTX_MIN: u64 = 4096;
 /// ([`fit_layout_with`]).
 pub fn fit_params(p: &Planner, base: &CtxConfig, n_ctx: Option<u64>, margins: &[u64]) -> FitChoice {
     let nd = p.hw.devices.len();
+    let measure = |n_ctx: u64, l: &Layout| -> Vec<u64> {
+        let cfg = CtxConfig { n_ctx, ..*base };
+        let c = fit_costs(p, &cfg);
+        memory(&c, l, nd, true, cfg.pp_tokens())
+            .1
+            .iter()
+            .map(|m| m.total())
+            .collect()
+    };
+    fit_params_by(p, base, n_ctx, margins, &measure)
+}
+
+/// [`fit_params`] with fit's probe (`-c`, layout → bytes per device) given:
+/// the planning model, or the llama.cpp simulator with completion semantics.
+pub fn fit_params_by(
+    p: &Planner,
+    base: &CtxConfig,
+    n_ctx: Option<u64>,
+    margins: &[u64],
+    measure: &dyn Fn(u64, &Layout) -> Vec<u64>,
+) -> FitChoice {
+    let nd = p.hw.devices.len();
     let n_streams = base.n_stream();
     let n = p.model.hparams.n_layer as usize;
-    let at = |n_ctx: u64| {
-        let cfg = CtxConfig { n_ctx, ..*base };
-        (p.costs(&cfg), cfg.pp_tokens())
-    };
+    let c0 = p.costs(base);
+    let moe = c0.movable == Some(super::costs::Movable::Experts);
+    let place = |n_ctx: u64| fit_layout_by(p, n, moe, margins, &|l: &Layout| measure(n_ctx, l));
     let auto = n_ctx.is_none();
     let n_ctx_max = p.model.hparams.n_ctx_train * n_streams;
     let mut n_ctx = n_ctx.unwrap_or(n_ctx_max);
@@ -201,8 +259,7 @@ pub fn fit_params(p: &Planner, base: &CtxConfig, n_ctx: Option<u64>, margins: &[
             .map(|d| p.hw.effective_capacity(d).0)
             .collect();
     let margin = |i: usize| margins.get(i).copied().unwrap_or(FIT_TARGET.0);
-    let (c, ub) = at(n_ctx);
-    let (full, fitted) = fit_layout_with(p, &c, ub, margins);
+    let (full, fitted) = place(n_ctx);
     if fitted || nd == 0 {
         return FitChoice {
             n_ctx,
@@ -212,30 +269,29 @@ pub fn fit_params(p: &Planner, base: &CtxConfig, n_ctx: Option<u64>, margins: &[
     }
     // Step 2: reduce the context (only when fit chose it).
     let n_ctx_min_total = FIT_CTX_MIN * n_streams;
-    let used_full = |c: &Costs, ub: u64| {
-        let ts: Vec<f32> = free.iter().map(|&f| f as f32).collect();
-        let l = Layout {
-            layer_dev: llama_layer_devices(n as u32, n as u32 + 1, &ts, nd),
-            ffn_host: vec![false; n],
-        };
-        let (_, d) = memory(c, &l, nd, true, ub);
-        (
-            d.iter().map(|m| m.total() as i64).sum::<i64>(),
-            d.iter().map(|m| m.model as i64).sum::<i64>(),
-        )
+    let ts: Vec<f32> = free.iter().map(|&f| f as f32).collect();
+    let full = Layout {
+        layer_dev: llama_layer_devices(n as u32, n as u32 + 1, &ts, nd),
+        ffn_host: vec![false; n],
     };
-    let (sum_used, sum_model) = used_full(&c, ub);
+    let used = |n_ctx: u64| measure(n_ctx, &full).iter().map(|&b| b as i64).sum::<i64>();
+    let sum_used = used(n_ctx);
     let sum_free: i64 = free.iter().map(|&f| f as i64).sum();
     let sum_margin: i64 = (0..nd).map(|i| margin(i) as i64).sum();
     if auto && sum_free - sum_used - sum_margin < 0 && n_ctx_max > n_ctx_min_total {
         let mut target = sum_free - sum_margin;
         if nd > 1 {
+            // Weights at full offload per layer (the output counts as one):
+            // fit.cpp `model_per_layer`, from the planning model's weights.
+            let sum_model: i64 = memory(&c0, &full, nd, true, base.pp_tokens())
+                .1
+                .iter()
+                .map(|m| m.model as i64)
+                .sum();
             let per_layer = sum_model / (n as i64 + 1);
-            let moe = c.movable == Some(super::costs::Movable::Experts);
             target -= (nd as i64 + 1) * per_layer / if moe { 6 } else { 2 };
         }
-        let (cmin, ubmin) = at(n_ctx_min_total);
-        let (used_min, _) = used_full(&cmin, ubmin);
+        let used_min = used(n_ctx_min_total);
         n_ctx = n_ctx_min_total;
         if target > used_min {
             n_ctx += ((n_ctx_max - n_ctx_min_total) as i128 * (target - used_min) as i128
@@ -243,8 +299,7 @@ pub fn fit_params(p: &Planner, base: &CtxConfig, n_ctx: Option<u64>, margins: &[
             let align = 256 * n_streams;
             n_ctx = (n_ctx - n_ctx % align).max(n_ctx_min_total);
             if nd <= 1 {
-                let (c, ub) = at(n_ctx);
-                let (l, _) = fit_layout_with(p, &c, ub, margins);
+                let (l, _) = place(n_ctx);
                 return FitChoice {
                     n_ctx,
                     layout: l,
@@ -253,8 +308,7 @@ pub fn fit_params(p: &Planner, base: &CtxConfig, n_ctx: Option<u64>, margins: &[
             }
         }
     }
-    let (c, ub) = at(n_ctx);
-    let (l, _) = fit_layout_with(p, &c, ub, margins);
+    let (l, _) = place(n_ctx);
     FitChoice {
         n_ctx,
         layout: l,

@@ -57,7 +57,7 @@ struct Fitted {
 /// * with `-c` unset on several devices, fit places layers with its
 ///   back-to-front fill even when the reduced context lets full offload fit
 ///   with the default split (llama-3.1-8b: `-ts 12,21`).
-const FLOORS: [usize; 5] = [157, 113, 112, 107, 75];
+const FLOORS: [usize; 5] = [158, 138, 119, 110, 100];
 
 fn base() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
