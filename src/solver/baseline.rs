@@ -14,8 +14,12 @@
 //!
 //! Each device keeps `--fit-target` (1 GiB) free. Not modelled: the one
 //! partial layer per device fit may add (attention-only, +up, +gate
-//! overflow), and fit's ctx reduction (the plan's context is kept so the
-//! placements compare at equal memory demand).
+//! overflow). The `--explain` baseline keeps the plan's context so the
+//! placements compare at equal memory demand; [`fit_params`] also plays
+//! fit's context resolution and reduction (`-c` unset) and measures with
+//! llama-completion semantics as `llama-fit-params` does; it is checked
+//! against 160 recorded `llama-fit-params` answers in
+//! tests/integration/fit_oracle.rs.
 
 use serde::Serialize;
 
@@ -314,6 +318,43 @@ pub fn fit_params_by(
         layout: l,
         untouched: false,
     }
+}
+
+/// The flags of one fit probe of `layout` (`-c`, `-np`, `-ngl`, `-ts`
+/// counting layers with the output, and one `-ot …exps=CPU` per block whose
+/// experts are on the host, as fit.cpp writes them), for a simulator that
+/// plays fit's dry run.
+pub fn fit_probe_argv(n_ctx: u64, n_seq: u32, layout: &Layout, nd: usize) -> Vec<String> {
+    let ngl = layout.layer_dev.iter().filter(|d| d.is_some()).count();
+    let mut a: Vec<String> = vec![
+        "-c".into(),
+        n_ctx.to_string(),
+        "-np".into(),
+        n_seq.to_string(),
+        "-ngl".into(),
+        ngl.to_string(),
+    ];
+    if nd > 1 && ngl > 0 {
+        let ts: Vec<String> = (0..nd)
+            .map(|d| {
+                layout
+                    .layer_dev
+                    .iter()
+                    .filter(|x| **x == Some(d))
+                    .count()
+                    .to_string()
+            })
+            .collect();
+        a.push("-ts".into());
+        a.push(ts.join(","));
+    }
+    for (i, _) in layout.ffn_host.iter().enumerate().filter(|(_, h)| **h) {
+        a.push("-ot".into());
+        a.push(format!(
+            "blk\\.{i}\\.ffn_(up|down|gate_up|gate)_(ch|)exps=CPU"
+        ));
+    }
+    a
 }
 
 /// Plain `-ngl N` with the default split by free memory: the largest `N` that fits.

@@ -13,9 +13,11 @@ use std::path::PathBuf;
 
 use ggplan::gguf::GgmlType;
 use ggplan::hardware::Hardware;
+use ggplan::llamacpp::{self, BackendKind, Device, Flags, LlamaBuild, Options, Tool};
 use ggplan::model::Model;
-use ggplan::solver::baseline::{fit_params, FitChoice};
+use ggplan::solver::baseline::{fit_params, fit_params_by, fit_probe_argv, FitChoice};
 use ggplan::solver::costs::CtxConfig;
+use ggplan::solver::layout::Layout;
 use ggplan::solver::plan::Planner;
 use serde::Deserialize;
 
@@ -44,20 +46,31 @@ struct Fitted {
     ot: Vec<String>,
 }
 
-/// Exact matches out of 160 (c, ngl, ts, ot, all four) the simulation must
-/// keep. Remaining mismatches, by cause:
-/// * the one partial layer per device fit adds (`blk.N.ffn_(gate|up|…).*`
-///   or `ffn_down` moved to the next device / the CPU: fit.cpp
-///   `common_params_fit_impl` step 3 "overflow" tensors) is not modelled,
-///   so every MoE case that spills differs in `-ot` (and usually `-ts`);
-/// * the planner's memory model differs from llama.cpp's measurement by a
-///   layer at the edge (fit measures with completion semantics,
-///   `n_outputs = n_batch`, and fake-GPU compute buffers), which moves
-///   `-ngl`/`-ts` by one in some tight cases;
-/// * with `-c` unset on several devices, fit places layers with its
-///   back-to-front fill even when the reduced context lets full offload fit
-///   with the default split (llama-3.1-8b: `-ts 12,21`).
+/// Exact matches out of 160 (-c, -ngl, -ts, -ot, all four) the simulation
+/// must keep with the planning model as fit's probe. Remaining mismatches
+/// (60), by cause:
+/// * the one partial layer per device fit adds (fit.cpp
+///   `common_params_fit_impl` step 3: `ffn_(gate|up|gate_up|down).*`,
+///   `ffn_(gate|gate_up|down).*` or `ffn_down.*` of one block sent to the
+///   next device or the CPU) is not modelled: every MoE case that spills
+///   (gpt-oss-120b, qwen3-30b-a3b, qwen3-coder-next, nemotron-3-nano,
+///   glm-4.7-flash: 8/8 each, plus the tight tiny MoE cases) differs in `-ot`
+///   and mostly in `-ts` by the layer that overflow buys;
+/// * the planning model's compute buffers on the fake RPC devices are
+///   20-60 % below llama.cpp's on the tiny models, so in the tight cases
+///   (≈60 % of full offload) `-ngl` lands one or more layers off (with the
+///   llama.cpp simulator as the probe -ngl rises from 138 to 148, see
+///   `FLOORS_SIM`);
+/// * `-c` unset on 2 devices (glm-4.7-flash 10752, qwen3-30b-a3b 4096):
+///   the interpolation is fed the planning model's bytes (exact with the
+///   simulator probe); llama-3.1-8b `-c 74752 -ts 12,21` vs 80896 / 13,20
+///   for the same reason.
 const FLOORS: [usize; 5] = [158, 138, 119, 110, 100];
+/// The same with the llama.cpp simulator as fit's probe (measured 160, 148,
+/// 124, 110, 106): the planning model's coarse compute buffers on the fake
+/// RPC devices (20-60 % low on the tiny models) were the cause of most
+/// `-ngl` misses in the tight cases.
+const FLOORS_SIM: [usize; 5] = [160, 148, 124, 110, 106];
 
 fn base() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -172,8 +185,24 @@ fn printed(ch: &FitChoice, nd: usize) -> (i64, Option<Vec<u64>>, Vec<String>) {
     (ngl as i64, ts, ot)
 }
 
+/// The fast guard: fit's probe played by the planning model (what
+/// `ggplan plan --explain` shows).
 #[test]
 fn fit_simulation_agrees_with_llama_fit_params() {
+    agreement(false, FLOORS);
+}
+
+/// fit's probe played by the llama.cpp simulator (no-alloc dry run with
+/// llama-completion's context). Several minutes on the 2-core CI machine (a
+/// full simulation per probe, thousands of probes), hence ignored:
+/// `cargo test fit_oracle -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn fit_simulation_with_the_llama_cpp_probe_agrees_with_llama_fit_params() {
+    agreement(true, FLOORS_SIM);
+}
+
+fn agreement(use_sim: bool, floors: [usize; 5]) {
     let all = fixtures();
     assert_eq!(all.len(), 160);
     let mut models: HashMap<String, Model> = HashMap::new();
@@ -181,7 +210,7 @@ fn fit_simulation_agrees_with_llama_fit_params() {
     let mut per_model: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut misses = Vec::new();
     for fx in &all {
-        let model = models.entry(fx.model.clone()).or_insert_with(|| {
+        let model: &Model = models.entry(fx.model.clone()).or_insert_with(|| {
             let p = profile_path(&fx.model);
             Model::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
         });
@@ -198,7 +227,39 @@ fn fit_simulation_agrees_with_llama_fit_params() {
             type_k: GgmlType::F16,
             type_v: GgmlType::F16,
         };
-        let ch = fit_params(&p, &base, flag(&fx.args, "-c"), &fx.margin_bytes);
+        let devices: Vec<Device> = fx
+            .devices
+            .iter()
+            .map(|d| Device {
+                name: d.name.clone(),
+                buft: d.buft.clone(),
+                kind: BackendKind::Rpc,
+                total_bytes: d.free_bytes,
+                free_bytes: d.free_bytes,
+            })
+            .collect();
+        let nd = devices.len();
+        // fit's probe played by the llama.cpp simulator: a no-alloc dry run
+        // with llama-completion's context parameters.
+        let probe = |n_ctx: u64, l: &Layout| -> Vec<u64> {
+            let argv = fit_probe_argv(n_ctx, n_seq, l, nd);
+            let mut flags = Flags::parse(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            flags.tool = Tool::Completion;
+            let opts = Options {
+                build: LlamaBuild(11434),
+                no_alloc: true,
+                ..Options::default()
+            };
+            let sim = llamacpp::simulate(model, None, &devices, &flags, &opts)
+                .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            sim.devices.iter().take(nd).map(|d| d.total_bytes).collect()
+        };
+        let c_flag = flag(&fx.args, "-c");
+        let ch = if use_sim {
+            fit_params_by(&p, &base, c_flag, &fx.margin_bytes, &probe)
+        } else {
+            fit_params(&p, &base, c_flag, &fx.margin_bytes)
+        };
         let (ngl, ts, mut ot) = printed(&ch, fx.devices.len());
         let mut want_ot: Vec<String> = fx.fitted.ot.iter().map(|o| norm_ot(o, fx)).collect();
         ot.sort();
@@ -224,7 +285,12 @@ fn fit_simulation_agrees_with_llama_fit_params() {
         }
     }
     let n = all.len();
-    println!("llama-fit-params vs ggplan's --fit simulation ({n} cases)");
+    let how = if use_sim {
+        "llama.cpp simulator"
+    } else {
+        "planning model"
+    };
+    println!("llama-fit-params vs ggplan's --fit simulation, probe = {how} ({n} cases)");
     for (name, k) in ["-c", "-ngl", "-ts", "-ot", "all four"].iter().zip(ok) {
         println!(
             "  {name:<9} {k:>4}/{n}  ({:.1} %)",
@@ -237,7 +303,7 @@ fn fit_simulation_agrees_with_llama_fit_params() {
     for l in &misses {
         println!("{l}");
     }
-    for (k, (&got, &floor)) in ok.iter().zip(&FLOORS).enumerate() {
+    for (k, (&got, &floor)) in ok.iter().zip(&floors).enumerate() {
         assert!(
             got >= floor,
             "field {k}: {got} exact matches, floor {floor}"
