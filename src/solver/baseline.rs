@@ -14,12 +14,16 @@
 //!
 //! Each device keeps `--fit-target` (1 GiB) free. Not modelled: the one
 //! partial layer per device fit may add (attention-only, +up, +gate
-//! overflow), and fit's ctx reduction (the plan's context is kept so the
-//! placements compare at equal memory demand).
+//! overflow). The `--explain` baseline keeps the plan's context so the
+//! placements compare at equal memory demand; [`fit_params`] also plays
+//! fit's context resolution and reduction (`-c` unset) and measures with
+//! llama-completion semantics as `llama-fit-params` does; it is checked
+//! against 160 recorded `llama-fit-params` answers in
+//! tests/integration/fit_oracle.rs.
 
 use serde::Serialize;
 
-use super::costs::Costs;
+use super::costs::{Costs, CtxConfig};
 use super::flags::{argv, llama_layer_devices, Plan};
 use super::layout::{memory, Layout};
 use super::plan::Planner;
@@ -52,14 +56,50 @@ fn fits_devices(p: &Planner, c: &Costs, l: &Layout, ub: u64, caps: &[u64]) -> bo
     d.iter().zip(caps).all(|(m, &cap)| m.total() <= cap)
 }
 
-/// The layout llama.cpp's `--fit` would choose (see the module docs).
+/// The layout llama.cpp's `--fit` would choose (see the module docs), with
+/// the default `--fit-target` on every device.
 pub fn fit_layout(p: &Planner, c: &Costs, ub: u64) -> Layout {
-    let n = c.n_layer();
+    let margins = vec![FIT_TARGET.0; p.hw.devices.len()];
+    fit_layout_with(p, c, ub, &margins).0
+}
+
+/// `--fit` with per-device margins (`-fitt a,b,…`, bytes). Also says whether
+/// full offload fitted at once (fit then prints `-ngl -1` and no `-ts`).
+pub fn fit_layout_with(p: &Planner, c: &Costs, ub: u64, margins: &[u64]) -> (Layout, bool) {
+    let nd = p.hw.devices.len();
+    let measure = |l: &Layout| -> Vec<u64> {
+        memory(c, l, nd, true, ub)
+            .1
+            .iter()
+            .map(|m| m.total())
+            .collect()
+    };
+    let moe = c.movable == Some(super::costs::Movable::Experts);
+    fit_layout_by(p, c.n_layer(), moe, margins, &measure)
+}
+
+/// Bytes per hardware device of a layout: what fit's probe
+/// (`common_get_device_memory_data_impl`) returns.
+pub type Measure<'m> = dyn Fn(&Layout) -> Vec<u64> + 'm;
+
+/// [`fit_layout_with`] with memory measured by `measure` (the planning
+/// model, or the llama.cpp simulator as fit's own dry-run probe).
+pub fn fit_layout_by(
+    p: &Planner,
+    n: usize,
+    moe: bool,
+    margins: &[u64],
+    measure: &Measure,
+) -> (Layout, bool) {
     let nd = p.hw.devices.len();
     let caps: Vec<u64> =
         p.hw.devices
             .iter()
-            .map(|d| p.hw.effective_capacity(d).saturating_sub(FIT_TARGET).0)
+            .enumerate()
+            .map(|(i, d)| {
+                let m = margins.get(i).copied().unwrap_or(FIT_TARGET.0);
+                p.hw.effective_capacity(d).0.saturating_sub(m)
+            })
             .collect();
     // 1. Full offload with the default split by free memory.
     let ts: Vec<f32> = caps.iter().map(|&c| c as f32).collect();
@@ -67,10 +107,13 @@ pub fn fit_layout(p: &Planner, c: &Costs, ub: u64) -> Layout {
         layer_dev: llama_layer_devices(n as u32, n as u32 + 1, &ts, nd),
         ffn_host: vec![false; n],
     };
-    if nd == 0 || fits_devices(p, c, &full, ub, &caps) {
-        return if nd == 0 { Layout::cpu_only(n) } else { full };
+    if nd == 0 {
+        return (Layout::cpu_only(n), true);
     }
-    let moe = c.movable == Some(super::costs::Movable::Experts);
+    let fits = |l: &Layout| measure(l).iter().zip(&caps).all(|(&m, &cap)| m <= cap);
+    if fits(&full) {
+        return (full, true);
+    }
     // Per device: layers (the output counts as one) and how many of them
     // are dense-only (experts on the CPU); a device's full layers come
     // first (`set_ngl_tensor_split_tbo`).
@@ -102,7 +145,7 @@ pub fn fit_layout(p: &Planner, c: &Costs, ub: u64) -> Layout {
             if moe && !output_only {
                 n_part[d] += 1;
             }
-            if !fits_devices(p, c, &build(&n_layer, &n_part), ub, &caps) {
+            if !fits(&build(&n_layer, &n_part)) {
                 n_layer[d] -= 1;
                 if moe && !output_only {
                     n_part[d] -= 1;
@@ -130,8 +173,7 @@ pub fn fit_layout(p: &Planner, c: &Costs, ub: u64) -> Layout {
                 tp[donor] -= 1;
                 tl[id] += 1;
                 let l = build(&tl, &tp);
-                let (_, mem) = memory(c, &l, nd, true, ub);
-                if mem[id].total() > caps[id] {
+                if measure(&l)[id] > caps[id] {
                     break;
                 }
                 n_layer = tl;
@@ -139,7 +181,180 @@ pub fn fit_layout(p: &Planner, c: &Costs, ub: u64) -> Layout {
             }
         }
     }
-    build(&n_layer, &n_part)
+    (build(&n_layer, &n_part), false)
+}
+
+/// What `llama-fit-params` answers: the context and the placement.
+#[derive(Clone, Debug)]
+pub struct FitChoice {
+    /// `-c` (the user's, or the one fit resolved with `-c` unset).
+    pub n_ctx: u64,
+    pub layout: Layout,
+    /// Full offload fitted with the default split: fit leaves `-ngl` at
+    /// auto (prints `-ngl -1`) and writes no `-ts`.
+    pub untouched: bool,
+}
+
+/// `--fit-ctx` default (common/common.h): the context fit never goes below.
+pub const FIT_CTX_MIN: u64 = 4096;
+
+/// fit measures with llama-completion's context parameters
+/// (`common_get_device_memory_data_impl` builds them from the same
+/// `common_params`): `n_outputs_max = n_batch`, so the output layer's graph
+/// computes logits for the whole micro-batch (`llama_context::graph_reserve`
+/// with `n_outputs = n_tokens`), not one per sequence as llama-server does.
+pub fn fit_costs(p: &Planner, cfg: &CtxConfig) -> Costs {
+    let mut c = p.costs(cfg);
+    let t = cfg.pp_tokens();
+    let (v, e) = (p.model.hparams.n_vocab, p.model.hparams.n_embd);
+    c.output_act = 4 * v * t + 8 * e * t;
+    c.output_buffer = 4 * v * cfg.batch.max(t);
+    c
+}
+
+/// `common_params_fit_impl` (common/fit.cpp) for the context `base` with
+/// `-c` given (`n_ctx`) or unset (`None`), and per-device margins in bytes.
+///
+/// With `-c` unset the context starts at `n_ctx_train · n_streams` (fit.cpp
+/// "resolve the context before measuring anything else"). When full offload
+/// leaves less than the margins free in total (step 2, `global_surplus < 0`)
+/// fit measures again at `--fit-ctx · n_streams` and interpolates linearly
+/// between the two for the context whose total use meets
+/// `sum(free) - sum(margins)`, on several devices minus
+/// `(nd + 1) · model_per_layer / (dense ? 2 : 6)` of expected waste,
+/// rounded down to `256 · n_streams`. One device: that context is the
+/// answer; several: the layers are then placed at it
+/// ([`fit_layout_with`]).
+pub fn fit_params(p: &Planner, base: &CtxConfig, n_ctx: Option<u64>, margins: &[u64]) -> FitChoice {
+    let nd = p.hw.devices.len();
+    let measure = |n_ctx: u64, l: &Layout| -> Vec<u64> {
+        let cfg = CtxConfig { n_ctx, ..*base };
+        let c = fit_costs(p, &cfg);
+        memory(&c, l, nd, true, cfg.pp_tokens())
+            .1
+            .iter()
+            .map(|m| m.total())
+            .collect()
+    };
+    fit_params_by(p, base, n_ctx, margins, &measure)
+}
+
+/// [`fit_params`] with fit's probe (`-c`, layout → bytes per device) given:
+/// the planning model, or the llama.cpp simulator with completion semantics.
+pub fn fit_params_by(
+    p: &Planner,
+    base: &CtxConfig,
+    n_ctx: Option<u64>,
+    margins: &[u64],
+    measure: &dyn Fn(u64, &Layout) -> Vec<u64>,
+) -> FitChoice {
+    let nd = p.hw.devices.len();
+    let n_streams = base.n_stream();
+    let n = p.model.hparams.n_layer as usize;
+    let c0 = p.costs(base);
+    let moe = c0.movable == Some(super::costs::Movable::Experts);
+    let place = |n_ctx: u64| fit_layout_by(p, n, moe, margins, &|l: &Layout| measure(n_ctx, l));
+    let auto = n_ctx.is_none();
+    let n_ctx_max = p.model.hparams.n_ctx_train * n_streams;
+    let mut n_ctx = n_ctx.unwrap_or(n_ctx_max);
+    let free: Vec<u64> =
+        p.hw.devices
+            .iter()
+            .map(|d| p.hw.effective_capacity(d).0)
+            .collect();
+    let margin = |i: usize| margins.get(i).copied().unwrap_or(FIT_TARGET.0);
+    let (full, fitted) = place(n_ctx);
+    if fitted || nd == 0 {
+        return FitChoice {
+            n_ctx,
+            layout: full,
+            untouched: true,
+        };
+    }
+    // Step 2: reduce the context (only when fit chose it).
+    let n_ctx_min_total = FIT_CTX_MIN * n_streams;
+    let ts: Vec<f32> = free.iter().map(|&f| f as f32).collect();
+    let full = Layout {
+        layer_dev: llama_layer_devices(n as u32, n as u32 + 1, &ts, nd),
+        ffn_host: vec![false; n],
+    };
+    let used = |n_ctx: u64| measure(n_ctx, &full).iter().map(|&b| b as i64).sum::<i64>();
+    let sum_used = used(n_ctx);
+    let sum_free: i64 = free.iter().map(|&f| f as i64).sum();
+    let sum_margin: i64 = (0..nd).map(|i| margin(i) as i64).sum();
+    if auto && sum_free - sum_used - sum_margin < 0 && n_ctx_max > n_ctx_min_total {
+        let mut target = sum_free - sum_margin;
+        if nd > 1 {
+            // Weights at full offload per layer (the output counts as one):
+            // fit.cpp `model_per_layer`, from the planning model's weights.
+            let sum_model: i64 = memory(&c0, &full, nd, true, base.pp_tokens())
+                .1
+                .iter()
+                .map(|m| m.model as i64)
+                .sum();
+            let per_layer = sum_model / (n as i64 + 1);
+            target -= (nd as i64 + 1) * per_layer / if moe { 6 } else { 2 };
+        }
+        let used_min = used(n_ctx_min_total);
+        n_ctx = n_ctx_min_total;
+        if target > used_min {
+            n_ctx += ((n_ctx_max - n_ctx_min_total) as i128 * (target - used_min) as i128
+                / (sum_used - used_min).max(1) as i128) as u64;
+            let align = 256 * n_streams;
+            n_ctx = (n_ctx - n_ctx % align).max(n_ctx_min_total);
+            if nd <= 1 {
+                let (l, _) = place(n_ctx);
+                return FitChoice {
+                    n_ctx,
+                    layout: l,
+                    untouched: true,
+                };
+            }
+        }
+    }
+    let (l, _) = place(n_ctx);
+    FitChoice {
+        n_ctx,
+        layout: l,
+        untouched: false,
+    }
+}
+
+/// The flags of one fit probe of `layout` (`-c`, `-np`, `-ngl`, `-ts`
+/// counting layers with the output, and one `-ot …exps=CPU` per block whose
+/// experts are on the host, as fit.cpp writes them), for a simulator that
+/// plays fit's dry run.
+pub fn fit_probe_argv(n_ctx: u64, n_seq: u32, layout: &Layout, nd: usize) -> Vec<String> {
+    let ngl = layout.layer_dev.iter().filter(|d| d.is_some()).count();
+    let mut a: Vec<String> = vec![
+        "-c".into(),
+        n_ctx.to_string(),
+        "-np".into(),
+        n_seq.to_string(),
+        "-ngl".into(),
+        ngl.to_string(),
+    ];
+    if nd > 1 && ngl > 0 {
+        let ts: Vec<String> = (0..nd)
+            .map(|d| {
+                layout
+                    .layer_dev
+                    .iter()
+                    .filter(|x| **x == Some(d))
+                    .count()
+                    .to_string()
+            })
+            .collect();
+        a.push("-ts".into());
+        a.push(ts.join(","));
+    }
+    for (i, _) in layout.ffn_host.iter().enumerate().filter(|(_, h)| **h) {
+        a.push("-ot".into());
+        a.push(format!(
+            "blk\\.{i}\\.ffn_(up|down|gate_up|gate)_(ch|)exps=CPU"
+        ));
+    }
+    a
 }
 
 /// Plain `-ngl N` with the default split by free memory: the largest `N` that fits.

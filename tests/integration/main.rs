@@ -1,5 +1,6 @@
 mod emit;
 mod emit_llamacpp;
+mod fit_oracle;
 mod generated;
 mod gguf_roundtrip;
 mod hardware;
