@@ -383,6 +383,24 @@ impl<'a> Planner<'a> {
         kv: (GgmlType, GgmlType),
         caps: &(Vec<u64>, u64),
     ) -> Option<u64> {
+        self.max_ctx_from(req, ub, fa, kv, caps, None)
+    }
+
+    /// [`Self::max_ctx`], given the answer `known` at capacities no smaller
+    /// than `caps` (the previous solve → simulate round's; feedback only
+    /// shrinks them). Memory grows with context (the binary search's own
+    /// premise), so the answer is at most `known`: step down from it,
+    /// doubling the stride, then bisect the bracket — the same context the
+    /// full search finds, in a few solves instead of ~log2(n_ctx_train/step).
+    fn max_ctx_from(
+        &self,
+        req: &Request,
+        ub: u64,
+        fa: bool,
+        kv: (GgmlType, GgmlType),
+        caps: &(Vec<u64>, u64),
+        known: Option<u64>,
+    ) -> Option<u64> {
         let step = ctx_step(req.slots, req.kv_unified);
         let hi_k = (self.model.hparams.n_ctx_train / step).max(1);
         let fits = |k: u64| {
@@ -394,12 +412,34 @@ impl<'a> Planner<'a> {
             ok(dp::solve(&self.problem(&c, &cfg, caps, comb)))
                 || (comb && ok(dp::solve(&self.problem(&c, &cfg, caps, false))))
         };
-        if !fits(1) {
-            return None;
-        }
-        let (mut lo, mut hi) = (1u64, hi_k);
-        if fits(hi) {
-            return Some(hi * step);
+        let (mut lo, mut hi);
+        if let Some(h) = known.map(|n| (n / step).clamp(1, hi_k)) {
+            if fits(h) {
+                return Some(h * step);
+            }
+            // `hi` does not fit; find a `lo` that does below it.
+            hi = h;
+            let mut stride = 1;
+            loop {
+                let k = h.saturating_sub(stride).max(1);
+                if fits(k) {
+                    lo = k;
+                    break;
+                }
+                if k == 1 {
+                    return None;
+                }
+                hi = k;
+                stride *= 2;
+            }
+        } else {
+            if !fits(1) {
+                return None;
+            }
+            (lo, hi) = (1u64, hi_k);
+            if fits(hi) {
+                return Some(hi * step);
+            }
         }
         while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2;
@@ -469,9 +509,10 @@ impl<'a> Planner<'a> {
         let mut caps = self.capacities(req.margin);
         let mut rounds = 0;
         let mut solver_ms = 0.0;
+        let mut known = Vec::new();
         loop {
             rounds += 1;
-            let Some((plan, status, ms)) = self.search(req, &caps) else {
+            let Some((plan, status, ms)) = self.search_from(req, &caps, &mut known) else {
                 return Err(self.does_not_fit(req, &caps));
             };
             solver_ms += ms;
@@ -531,17 +572,45 @@ impl<'a> Planner<'a> {
 
     /// Best plan over the candidate set at the given capacities.
     fn search(&self, req: &Request, caps: &(Vec<u64>, u64)) -> Option<(Plan, Status, f64)> {
+        self.search_from(req, caps, &mut Vec::new())
+    }
+
+    /// [`Self::search`], remembering each candidate's largest context in
+    /// `known` (one entry per candidate, in loop order) and starting from
+    /// the entries already there: valid while `caps` only shrink, as they
+    /// do between feedback rounds of [`Self::plan`].
+    fn search_from(
+        &self,
+        req: &Request,
+        caps: &(Vec<u64>, u64),
+        known: &mut Vec<Option<u64>>,
+    ) -> Option<(Plan, Status, f64)> {
         let mut best: Option<(Plan, Status, f64, Prediction)> = None;
         let mut ms = 0.0;
+        let mut i = 0;
         for &kv in &req.kv_types {
             for &fa in &req.flash_attn {
                 for &ub in &req.ubatch {
                     let n_ctx = match req.ctx {
                         CtxRequest::Fixed(n) => round_up(n, ctx_step(req.slots, req.kv_unified)),
-                        CtxRequest::Max => match self.max_ctx(req, ub, fa, kv, caps) {
-                            Some(n) => n,
-                            None => continue,
-                        },
+                        CtxRequest::Max => {
+                            let prev = known.get(i).copied();
+                            i += 1;
+                            let n = match prev {
+                                // Did not fit at larger capacities: nor here.
+                                Some(None) => None,
+                                Some(Some(n)) => self.max_ctx_from(req, ub, fa, kv, caps, Some(n)),
+                                None => self.max_ctx(req, ub, fa, kv, caps),
+                            };
+                            match known.get_mut(i - 1) {
+                                Some(slot) => *slot = n,
+                                None => known.push(n),
+                            }
+                            match n {
+                                Some(n) => n,
+                                None => continue,
+                            }
+                        }
                     };
                     let cfg = self.config(n_ctx, req, ub, fa, kv);
                     let Some((layout, status, t)) = self.solve(&cfg, caps, req) else {
@@ -798,6 +867,51 @@ mod tests {
             out.argv[out.argv.iter().position(|a| a == "-dev").unwrap() + 1],
             "CUDA1"
         );
+    }
+
+    /// Feedback rounds start the context search from the previous round's
+    /// answer: on two shipped profiles, for shrinking capacities, that finds
+    /// exactly the context the full binary search finds.
+    #[test]
+    fn max_ctx_from_a_known_answer_matches_the_full_search() {
+        let (hw, _) = crate::hardware::presets::load_file_or_preset("rtx4090-rtx5070ti").unwrap();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        for file in ["qwen3-coder-next-q5_k_m.toml", "qwen3-30b-a3b-q4_k_m.toml"] {
+            let m = Model::load(&dir.join(file)).unwrap();
+            let p = Planner::new(&m, &hw, None).unwrap();
+            let kv = (GgmlType::Q8_0, GgmlType::Q8_0);
+            for slots in [1, 4] {
+                let req = Request {
+                    ctx: CtxRequest::Max,
+                    slots,
+                    ..Request::default()
+                };
+                let mut caps = p.capacities(req.margin);
+                let mut known = p.max_ctx(&req, 512, true, kv, &caps);
+                let mut changed = 0;
+                // Shrink every place by growing steps (as feedback rounds
+                // do) until nothing fits any more.
+                let (devs, host) = caps.clone();
+                for k in 1..=32u64 {
+                    for (c, full) in caps.0.iter_mut().zip(&devs) {
+                        *c = full - full / 32 * k;
+                    }
+                    caps.1 = host - host / 32 * k;
+                    let full = p.max_ctx(&req, 512, true, kv, &caps);
+                    let from = match known {
+                        Some(n) => p.max_ctx_from(&req, 512, true, kv, &caps, Some(n)),
+                        None => None,
+                    };
+                    assert_eq!(from, full, "{file} slots {slots} caps {caps:?}");
+                    changed += usize::from(full != known);
+                    known = full;
+                }
+                assert!(
+                    changed >= 2,
+                    "{file} slots {slots}: the test must move the answer"
+                );
+            }
+        }
     }
 
     #[test]
