@@ -173,7 +173,7 @@ pub fn layer_devices(
     // free memory per device (a device reporting 0 uses host free memory;
     // not modelled, such a device gets weight 0).
     let n = model_devices.len();
-    let mut splits: Vec<f32> = if flags.tensor_split.iter().take(n).any(|&x| x != 0.0) {
+    let splits: Vec<f32> = if flags.tensor_split.iter().take(n).any(|&x| x != 0.0) {
         (0..n)
             .map(|i| flags.tensor_split.get(i).copied().unwrap_or(0.0) as f32)
             .collect()
@@ -183,6 +183,23 @@ pub fn layer_devices(
             .map(|&d| devices[d].free_bytes as f32)
             .collect()
     };
+    assign_layers(l, i_gpu_start, act, &splits)
+        .into_iter()
+        .map(|k| k.map(|k| model_devices[k]))
+        .collect()
+}
+
+/// The `-sm layer` split of `load_tensors`: layer `il` of `0..=l` (`l` = the
+/// output layer) goes to the first model device whose cumulative,
+/// normalised weight (f32, as llama.cpp computes it) is strictly greater
+/// than `(il - i_gpu_start) / act` (`std::upper_bound`); layers outside
+/// `[i_gpu_start, i_gpu_start + act)` stay on the CPU (`None`). `weights` are
+/// the `-ts` values or each device's free memory. Returns indices into
+/// `weights`. Shared by the simulator and the planner's `-ts` synthesis, so
+/// the rule exists once.
+pub fn assign_layers(l: i64, i_gpu_start: i64, act: i64, weights: &[f32]) -> Vec<Option<usize>> {
+    let n = weights.len();
+    let mut splits = weights.to_vec();
     let mut sum = 0f32;
     for s in splits.iter_mut() {
         sum += *s;
@@ -201,7 +218,7 @@ pub fn layer_devices(
             let x = (il - i_gpu_start) as f32 / act as f32;
             // std::upper_bound: first split strictly greater than x.
             let k = splits.iter().position(|&s| s > x).unwrap_or(n - 1);
-            Some(model_devices[k.min(n - 1)])
+            Some(k.min(n - 1))
         })
         .collect()
 }

@@ -62,29 +62,10 @@ pub fn llama_layer_devices(n_layer: u32, ngl: u32, ts: &[f32], n_dev: usize) -> 
     let ngl = i64::from(ngl);
     let i_gpu_start = (l + 1 - ngl).max(0);
     let act = if n_dev == 0 { 0 } else { ngl.min(l + 1) };
-    let mut splits: Vec<f32> = (0..n_dev)
+    let weights: Vec<f32> = (0..n_dev)
         .map(|i| ts.get(i).copied().unwrap_or(0.0))
         .collect();
-    let mut sum = 0f32;
-    for s in splits.iter_mut() {
-        sum += *s;
-        *s = sum;
-    }
-    if sum > 0.0 {
-        for s in splits.iter_mut() {
-            *s /= sum;
-        }
-    }
-    (0..=l)
-        .map(|il| {
-            if il < i_gpu_start || il - i_gpu_start >= act || n_dev == 0 {
-                return None;
-            }
-            let x = (il - i_gpu_start) as f32 / act as f32;
-            let k = splits.iter().position(|&s| s > x).unwrap_or(n_dev - 1);
-            Some(k.min(n_dev - 1))
-        })
-        .collect()
+    crate::llamacpp::place::assign_layers(l, i_gpu_start, act, &weights)
 }
 
 fn type_name(t: crate::gguf::GgmlType) -> String {
