@@ -10,6 +10,7 @@ mod http_server;
 mod inspect;
 mod mem_cli;
 mod mem_oracle;
+mod oracle_common;
 mod oracle_fixtures;
 mod oracle_plan;
 mod plan;

@@ -60,7 +60,7 @@ struct FxSplits {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oracle")
+    crate::oracle_common::oracle_root()
 }
 
 /// The profile a fixture's model name refers to.
@@ -78,30 +78,7 @@ fn profile_path(model: &str) -> Option<PathBuf> {
 }
 
 fn fixtures() -> Vec<(PathBuf, Fixture)> {
-    let mut out = Vec::new();
-    let Ok(dirs) = std::fs::read_dir(root()) else {
-        return out;
-    };
-    let mut dirs: Vec<PathBuf> = dirs
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n != "models"))
-        .collect();
-    dirs.sort();
-    for d in dirs {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&d)
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        files.sort();
-        for f in files {
-            let text = std::fs::read_to_string(&f).unwrap();
-            let fx: Fixture =
-                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-            out.push((f, fx));
-        }
-    }
-    out
+    crate::oracle_common::load_fixtures()
 }
 
 #[derive(Default, Clone, Copy)]

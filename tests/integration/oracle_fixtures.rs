@@ -87,34 +87,11 @@ struct Ctx {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oracle")
+    crate::oracle_common::oracle_root()
 }
 
 fn load_all() -> Vec<(PathBuf, Fixture)> {
-    let mut out = Vec::new();
-    let Ok(models) = std::fs::read_dir(root()) else {
-        return out;
-    };
-    let mut dirs: Vec<PathBuf> = models
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n != "models"))
-        .collect();
-    dirs.sort();
-    for dir in dirs {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        files.sort();
-        for f in files {
-            let text = std::fs::read_to_string(&f).unwrap();
-            let fx: Fixture = serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("{}: not a schema-1 fixture: {e}", f.display()));
-            out.push((f, fx));
-        }
-    }
-    out
+    crate::oracle_common::load_fixtures()
 }
 
 fn flag<'a>(args: &'a [String], names: &[&str]) -> Option<&'a str> {
