@@ -148,7 +148,7 @@ pub fn simulate(
     flags: &Flags,
     opts: &Options,
 ) -> Result<Simulation, SimError> {
-    let mut sim = simulate_one(model, devices, flags, opts)?;
+    let (mut sim, _) = simulate_one(model, devices, flags, opts)?;
     if let (Some(dm), Some(df)) = (draft, flags.draft.as_ref()) {
         // The server's draft context: same slots and batch, its own -ngld,
         // -cd, -devd, -ctkd/-ctvd, -otd (server-context.cpp, approximated).
@@ -163,7 +163,7 @@ pub fn simulate(
         f.cache_type_v = df.cache_type_v.unwrap_or(f.cache_type_v);
         f.overrides = df.overrides.clone();
         f.draft = None;
-        let d = simulate_one(dm, devices, &f, opts)?;
+        let (d, _) = simulate_one(dm, devices, &f, opts)?;
         for (a, b) in sim.devices.iter_mut().zip(&d.devices) {
             a.model_bytes += b.model_bytes;
             a.context_bytes += b.context_bytes;
@@ -187,12 +187,24 @@ pub fn simulate(
     Ok(sim)
 }
 
+/// [`simulate`] without a draft model, with the [`Placement`] it derived
+/// (the planner reads the per-tensor places back; placing again would cost
+/// as much as a tenth of a check).
+pub fn simulate_placed(
+    model: &Model,
+    devices: &[Device],
+    flags: &Flags,
+    opts: &Options,
+) -> Result<(Simulation, Placement), SimError> {
+    simulate_one(model, devices, flags, opts)
+}
+
 fn simulate_one(
     model: &Model,
     devices: &[Device],
     flags: &Flags,
     opts: &Options,
-) -> Result<Simulation, SimError> {
+) -> Result<(Simulation, Placement), SimError> {
     let mut warnings = Vec::new();
     let overridden = apply_kv_overrides(model, flags, &mut warnings)?;
     let model = overridden.as_ref().unwrap_or(model);
@@ -336,7 +348,7 @@ fn simulate_one(
     {
         warnings.push("recurrent layers: compute buffer approximated".into());
     }
-    Ok(Simulation {
+    let sim = Simulation {
         build,
         ctx,
         layout,
@@ -347,7 +359,8 @@ fn simulate_one(
         splits_tg: comp.splits_tg,
         output_buffer: (out_buft.name(devices), output_bytes),
         warnings,
-    })
+    };
+    Ok((sim, placement))
 }
 
 #[cfg(test)]

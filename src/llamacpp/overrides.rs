@@ -4,6 +4,9 @@
 //! (bytes, ASCII classes) and refuse the constructs whose meaning differs
 //! between the two dialects instead of guessing.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use regex::bytes::{Regex, RegexBuilder};
 
 use super::error::FlagError;
@@ -15,11 +18,49 @@ pub const LLM_FFN_EXPS_REGEX: &str = "\\.ffn_(up|down|gate|gate_up)_(ch|)exps";
 #[derive(Clone, Debug)]
 pub struct OverridePattern {
     source: String,
-    re: Regex,
+    /// Shared with every other `OverridePattern` of the same source, so the
+    /// lazy DFA's cache stays warm across simulations.
+    re: Arc<Regex>,
 }
+
+/// Compiled patterns by source. The planner re-parses the argv it emits for
+/// every exact-simulator check (thousands per `--sweep`), with a handful of
+/// distinct `-ot` patterns: compiling each once keeps regex compilation off
+/// the profile. Bounded so a long-lived process cannot grow it without end.
+static COMPILED: OnceLock<Mutex<HashMap<String, Arc<Regex>>>> = OnceLock::new();
+const COMPILED_MAX: usize = 1024;
 
 impl OverridePattern {
     pub fn new(pattern: &str) -> Result<OverridePattern, FlagError> {
+        let cache = COMPILED.get_or_init(Default::default);
+        // A poisoned lock only means another thread panicked mid-insert:
+        // the map itself is still valid.
+        let hit = cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(pattern)
+            .cloned();
+        if let Some(re) = hit {
+            return Ok(OverridePattern {
+                source: pattern.to_string(),
+                re,
+            });
+        }
+        let re = Arc::new(Self::compile(pattern)?);
+        let mut map = cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= COMPILED_MAX {
+            map.clear();
+        }
+        map.insert(pattern.to_string(), Arc::clone(&re));
+        Ok(OverridePattern {
+            source: pattern.to_string(),
+            re,
+        })
+    }
+
+    fn compile(pattern: &str) -> Result<Regex, FlagError> {
         check_dialect(pattern).map_err(|reason| FlagError::Pattern {
             pattern: pattern.to_string(),
             reason,
@@ -33,10 +74,7 @@ impl OverridePattern {
                 pattern: pattern.to_string(),
                 reason: e.to_string(),
             })?;
-        Ok(OverridePattern {
-            source: pattern.to_string(),
-            re,
-        })
+        Ok(re)
     }
 
     pub fn source(&self) -> &str {

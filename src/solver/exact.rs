@@ -34,23 +34,10 @@ impl Simulator for LlamaCppSimulator {
         let err = |e: &dyn std::fmt::Display| SimError::Other(format!("llama.cpp simulator: {e}"));
         let flags = Flags::parse(argv).map_err(|e| err(&e))?;
         let devices = device::from_hardware(hw);
-        let sim =
-            llamacpp::simulate(model, None, &devices, &flags, &self.0).map_err(|e| err(&e))?;
-        let load_mode = if self.0.no_alloc {
-            llamacpp::flags::LoadMode::None
-        } else {
-            flags.load_mode
-        };
-        let pl = place::place(
-            model,
-            &devices,
-            &flags,
-            self.0.build,
-            self.0.host_cpu,
-            load_mode.uses_mmap(),
-        )
-        .map_err(|e| err(&e))?;
-        let layout = layout_from_tensors(model, pl.layer_device.clone(), |i| {
+        // One placement serves the simulation and the layout read-back.
+        let (sim, pl) =
+            llamacpp::simulate_placed(model, &devices, &flags, &self.0).map_err(|e| err(&e))?;
+        let layout = layout_from_tensors(model, pl.layer_device, |i| {
             pl.tensor_buft.get(i).copied().flatten().map(|b| b.device())
         });
         let n = hw.devices.len();

@@ -31,7 +31,7 @@ impl<'a> Builder<'a> {
         Node {
             op,
             size,
-            srcs: srcs.to_vec(),
+            srcs: Srcs::from_slice(srcs),
             weight: None,
             cache: None,
             cache_v: 0,
@@ -64,7 +64,8 @@ impl<'a> Builder<'a> {
 
     fn inplace(&mut self, src: Id, others: &[Id]) -> Id {
         let size = self.nodes[src].size;
-        let mut srcs = vec![src];
+        let mut srcs = Srcs::new();
+        srcs.push(src);
         srcs.extend_from_slice(others);
         self.push(Self::node(Op::Inplace, size, &srcs))
     }

@@ -85,11 +85,15 @@ struct Weight {
     nbytes: u64,
 }
 
+/// A node's sources: up to four inline (every builder op but the recurrent
+/// mixers' convolutions), so building a graph allocates no memory per node.
+type Srcs = smallvec::SmallVec<[Id; 4]>;
+
 #[derive(Clone, Debug)]
 struct Node {
     op: Op,
     size: u64,
-    srcs: Vec<Id>,
+    srcs: Srcs,
     weight: Option<Weight>,
     /// Reads a cache (K/V view or recurrent state) living on this backend,
     /// with this many bytes viewed.
@@ -134,7 +138,7 @@ mod build;
 mod sched;
 
 use build::Builder;
-use sched::simulate;
+use sched::{simulate, Scratch};
 
 #[derive(Clone, Copy)]
 pub struct ComputeInput<'a> {
@@ -151,6 +155,7 @@ pub struct ComputeInput<'a> {
 /// max of both.
 pub fn compute(input: &ComputeInput) -> ComputeResult {
     let lookup = Lookup::new(input.model);
+    let mut scratch = Scratch::default();
     // llama_context::resolve_fused_ops: with -fa auto, a probe graph (one
     // token per sequence) is reserved and flash attention is turned off if
     // the scheduler put any FLASH_ATTN_EXT node on another device than its
@@ -167,7 +172,7 @@ pub fn compute(input: &ComputeInput) -> ComputeResult {
         && input.flags.no_kv_offload
     {
         let s = input.ctx.n_seq_max.max(1);
-        if simulate(input, &lookup, s, s, false).fa_off_device {
+        if simulate(input, &lookup, s, s, false, &mut scratch).fa_off_device {
             fa_ctx = CtxParams {
                 flash_attn: false,
                 ..*input.ctx
@@ -189,12 +194,13 @@ pub fn compute(input: &ComputeInput) -> ComputeResult {
         input.ctx.pp_tokens(),
         input.ctx.pp_outputs(),
         true,
+        &mut scratch,
     );
     let s = input.ctx.n_seq_max;
     // The generation graph (bs = n_seq_max ≤ n_tokens) only matters for its
     // split count: every activation scales with the batch, so its buffers
     // never exceed the prompt graph's.
-    let tg = simulate(input, &lookup, s, s, false);
+    let tg = simulate(input, &lookup, s, s, false, &mut scratch);
     ComputeResult {
         device_bytes: pp
             .device_bytes
@@ -238,18 +244,41 @@ const SCHED_MAX_COPIES: u64 = 4;
 /// Weight lookup tables built once per simulation: full names, and per
 /// block the `blk.N.` tails in file order.
 pub struct Lookup<'a> {
-    global: HashMap<&'a str, usize>,
+    global: Names<'a>,
     layers: Vec<Vec<(&'a str, usize)>>,
+}
+
+/// Full tensor names → position in `model.tensors`. The builders look up a
+/// handful of non-block names (token_embd, output…) and reach block tensors
+/// through the per-layer tails, so no hash table is built per simulation:
+/// the few other names are scanned, a `blk.` name goes through its layer.
+struct Names<'a> {
+    other: Vec<(&'a str, usize)>,
+    blocks: Vec<(&'a str, usize)>,
+}
+
+impl Names<'_> {
+    fn get(&self, name: &str) -> Option<&usize> {
+        let list = if name.starts_with("blk.") {
+            &self.blocks
+        } else {
+            &self.other
+        };
+        list.iter().find(|(n, _)| *n == name).map(|(_, i)| i)
+    }
 }
 
 impl<'a> Lookup<'a> {
     pub fn new(model: &'a Model) -> Lookup<'a> {
-        let mut global = HashMap::with_capacity(model.tensors.len());
+        let mut global = Names {
+            other: Vec::new(),
+            blocks: Vec::with_capacity(model.tensors.len()),
+        };
         let mut layers: Vec<Vec<(&str, usize)>> = vec![Vec::new(); model.blocks.len()];
         for (i, t) in model.tensors.iter().enumerate() {
             let name = model.profile.tensors[t.index].name.as_str();
-            global.insert(name, i);
             if let Some(rest) = name.strip_prefix("blk.") {
+                global.blocks.push((name, i));
                 if let Some((num, tail)) = rest.split_once('.') {
                     if let Ok(il) = num.parse::<usize>() {
                         if il >= layers.len() {
@@ -258,6 +287,8 @@ impl<'a> Lookup<'a> {
                         layers[il].push((tail, i));
                     }
                 }
+            } else {
+                global.other.push((name, i));
             }
         }
         Lookup { global, layers }

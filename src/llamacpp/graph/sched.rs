@@ -5,12 +5,23 @@
 use super::alloc::{weight_copy_size, DynAlloc};
 use super::*;
 
+/// Buffers reused between the graphs of one `compute` (probe, prompt,
+/// generation): the node list is the bulk of a simulation's allocations.
+#[derive(Default)]
+pub(super) struct Scratch {
+    nodes: Vec<Node>,
+}
+
+/// "No copy" in the dense copy tables.
+const NONE: u32 = u32::MAX;
+
 pub(super) fn simulate(
     input: &ComputeInput,
     lookup: &Lookup,
     t: u64,
     o: u64,
     alloc: bool,
+    scratch: &mut Scratch,
 ) -> ComputeResult {
     let pl = input.placement;
     let pp_copies = if pipeline_parallel(input) {
@@ -26,6 +37,8 @@ pub(super) fn simulate(
         .enumerate()
         .map(|(i, &d)| (d, i))
         .collect();
+    let mut nodes = std::mem::take(&mut scratch.nodes);
+    nodes.clear();
     let mut b = Builder {
         model: input.model,
         flags: input.flags,
@@ -37,10 +50,25 @@ pub(super) fn simulate(
         lookup,
         pending_gather: None,
         rs_copy: None,
-        nodes: Vec::new(),
+        nodes,
     };
     b.build(t, o);
     let nodes = std::mem::take(&mut b.nodes);
+    let r = schedule(input, &b, &nodes, pp_copies, alloc);
+    scratch.nodes = nodes;
+    r
+}
+
+fn schedule(
+    input: &ComputeInput,
+    b: &Builder,
+    nodes: &[Node],
+    pp_copies: u64,
+    alloc: bool,
+) -> ComputeResult {
+    let pl = input.placement;
+    let n_dev = pl.model_devices.len();
+    let cpu = n_dev;
     let kinds: Vec<BackendKind> = pl
         .model_devices
         .iter()
@@ -80,46 +108,57 @@ pub(super) fn simulate(
     }
     // Views follow their source (pass 4); resolve after expansion.
     // --- pass 2: expand GPU assignments down then up, then everything.
+    let n = nodes.len();
     let is_view = |i: usize| nodes[i].op == Op::View;
-    let expand =
-        |be: &mut Vec<Option<usize>>, order: &mut dyn Iterator<Item = usize>, gpu_only: bool| {
-            let mut cur: Option<usize> = None;
-            for i in order {
-                if is_view(i) || nodes[i].op == Op::Input {
-                    continue;
+    // skip[i]: inputs and views take no part in expansion and splitting.
+    let skip: Vec<bool> = nodes
+        .iter()
+        .map(|nd| matches!(nd.op, Op::View | Op::Input))
+        .collect();
+    fn expand(
+        be: &mut [Option<usize>],
+        skip: &[bool],
+        order: impl Iterator<Item = usize>,
+        gpu_only: bool,
+        cpu: usize,
+    ) {
+        let mut cur: Option<usize> = None;
+        for i in order {
+            if skip[i] {
+                continue;
+            }
+            match be[i] {
+                Some(x) => {
+                    cur = if gpu_only && x == cpu { None } else { Some(x) };
                 }
-                match be[i] {
-                    Some(x) => {
-                        cur = if gpu_only && x == cpu { None } else { Some(x) };
-                    }
-                    None => {
-                        if let Some(c) = cur {
-                            be[i] = Some(c);
-                        }
+                None => {
+                    if let Some(c) = cur {
+                        be[i] = Some(c);
                     }
                 }
             }
-        };
-    let n = nodes.len();
-    expand(&mut be, &mut (0..n), true);
-    expand(&mut be, &mut (0..n).rev(), true);
-    expand(&mut be, &mut (0..n), false);
-    expand(&mut be, &mut (0..n).rev(), false);
+        }
+    }
+    expand(&mut be, &skip, 0..n, true, cpu);
+    expand(&mut be, &skip, (0..n).rev(), true, cpu);
+    expand(&mut be, &skip, 0..n, false, cpu);
+    expand(&mut be, &skip, (0..n).rev(), false, cpu);
     for (i, b) in be.iter_mut().enumerate() {
         if b.is_none() && !is_view(i) {
             *b = Some(cpu);
         }
     }
-    // Views: backend of the viewed tensor.
+    // Views: backend of the viewed tensor. base[i]: the non-view tensor a
+    // view chain ends in (sources precede their consumers).
+    let mut base: Vec<Id> = (0..n).collect();
     for i in 0..n {
         if is_view(i) {
-            let mut s = nodes[i].srcs[0];
-            while is_view(s) {
-                s = nodes[s].srcs[0];
-            }
+            let s = base[nodes[i].srcs[0]];
+            base[i] = s;
             be[i] = be[s];
         }
     }
+    let base_of = |i: usize| base[i];
     let bk = |i: usize| be[i].unwrap_or(cpu);
     let fa_off_device = nodes
         .iter()
@@ -129,24 +168,40 @@ pub(super) fn simulate(
     // --- pass 5: splits and their inputs.
     // A src is used directly if it lives on the node's backend, or it is a
     // weight in a buffer the backend can read (host bufts for the CPU).
-    #[derive(Clone, Copy, PartialEq, Eq, Hash)]
+    // Split-input copies per (src, backend), created in the split that first
+    // needs them, numbered in creation order (so by split); looked up through
+    // dense tables rather than hashing: node sources by (node, backend),
+    // weight and cache copies by their consumer (always on its own backend).
+    #[derive(Clone, Copy, PartialEq, Eq)]
     enum Src {
         Node(Id),
         Weight(Id),
         Cache(Id),
         CacheV(Id),
     }
+    struct SplitInput {
+        src: Src,
+        backend: usize,
+        size: u64,
+        split: u32,
+        /// Source references to it (a node using it twice counts twice).
+        users: u32,
+    }
+    let n_be = n_dev + 1;
     let mut split_of = vec![0u32; n];
     let mut n_splits = 0u32;
     let mut cur_b: Option<usize> = None;
     let mut split_has_inputs = false;
-    // Copies per (src, backend), created in the split that first needs them.
-    let mut copies: FastMap<(Src, usize), (u64, u32)> = FastMap::default();
-    let mut copy_users: FastMap<(Src, usize), Vec<Id>> = FastMap::default();
-    let mut copy_order: Vec<(Src, usize)> = Vec::new();
+    let mut copies: Vec<SplitInput> = Vec::new();
+    // The split count alone needs no copy bookkeeping (generation graph).
+    let (mut node_copy, mut own_copy) = if alloc {
+        (vec![NONE; n * n_be], vec![[NONE; 3]; n])
+    } else {
+        (Vec::new(), Vec::new())
+    };
     for i in 0..n {
         let nd = &nodes[i];
-        if nd.op == Op::Input || is_view(i) {
+        if skip[i] {
             continue;
         }
         let nb = bk(i);
@@ -165,44 +220,57 @@ pub(super) fn simulate(
             split_has_inputs = false;
         }
         split_of[i] = n_splits;
-        let mut add_copy = |key: (Src, usize), size: u64, has: &mut bool| {
-            copies.entry(key).or_insert_with(|| {
-                copy_order.push(key);
-                (size, n_splits)
-            });
-            copy_users.entry(key).or_default().push(i);
-            *has = true;
+        let mut add_copy = |slot: &mut u32, src: Src, size: u64| {
+            if *slot == NONE {
+                *slot = copies.len() as u32;
+                copies.push(SplitInput {
+                    src,
+                    backend: nb,
+                    size,
+                    split: n_splits,
+                    users: 0,
+                });
+            }
+            copies[*slot as usize].users += 1;
         };
         // The cache views come first among the op's sources (flash_attn_ext
         // and mul_mat(k, q) take K first, ssm_scan its state): split inputs
         // are created in source order (ggml_backend_sched_split_graph).
         if let Some((cb, bytes)) = nd.cache {
             if cb != nb && bytes > 0 {
-                add_copy((Src::Cache(i), nb), bytes, &mut split_has_inputs);
+                split_has_inputs = true;
+                if alloc {
+                    add_copy(&mut own_copy[i][1], Src::Cache(i), bytes);
+                }
             }
             if cb != nb && nd.cache_v > 0 {
-                add_copy((Src::CacheV(i), nb), nd.cache_v, &mut split_has_inputs);
+                split_has_inputs = true;
+                if alloc {
+                    add_copy(&mut own_copy[i][2], Src::CacheV(i), nd.cache_v);
+                }
             }
         }
         for &s in &nd.srcs {
-            let mut base = s;
-            while is_view(base) {
-                base = nodes[base].srcs[0];
-            }
-            if bk(base) != nb {
-                add_copy((Src::Node(s), nb), nodes[s].size, &mut split_has_inputs);
+            if bk(base_of(s)) != nb {
+                split_has_inputs = true;
+                if alloc {
+                    add_copy(&mut node_copy[s * n_be + nb], Src::Node(s), nodes[s].size);
+                }
             }
         }
         if let Some(w) = &nd.weight {
             let wb = b.backend_of_buft(w.buft);
             let readable = wb == nb || (nb == cpu && w.buft.device().is_none());
             if !readable {
-                let kind = (nb < cpu).then(|| kinds[nb]);
-                add_copy(
-                    (Src::Weight(i), nb),
-                    weight_copy_size(w, kind),
-                    &mut split_has_inputs,
-                );
+                split_has_inputs = true;
+                if alloc {
+                    let kind = (nb < cpu).then(|| kinds[nb]);
+                    add_copy(
+                        &mut own_copy[i][0],
+                        Src::Weight(i),
+                        weight_copy_size(w, kind),
+                    );
+                }
             }
         }
     }
@@ -217,31 +285,34 @@ pub(super) fn simulate(
             fa_off_device,
         };
     }
+    let node_copy_of = |s: Id, backend: usize| node_copy[s * n_be + backend];
 
     // --- allocation order (graph_copy): per split, its new input copies,
     // then its nodes. Graph inputs are allocated first (gallocr allocates
     // INPUT tensors while counting children).
     #[derive(Clone, Copy)]
     enum Ev {
-        Copy((Src, usize)),
+        /// A split-input copy (index into `copies`).
+        Copy(u32),
         Node(Id),
     }
-    let mut by_split: FastMap<u32, Vec<(Src, usize)>> = FastMap::default();
-    // Split inputs in the order the split's nodes reach them (pass 5).
-    let keys: Vec<(u32, (Src, usize))> = copy_order.iter().map(|k| (copies[k].1, *k)).collect();
-    for (s, k) in keys {
-        by_split.entry(s).or_default().push(k);
-    }
+    // Split inputs in the order the split's nodes reach them (pass 5):
+    // `copies` is already in that order, and grouped by split.
     let mut order: Vec<Ev> = Vec::with_capacity(n + copies.len());
     let mut last_split = 0;
+    let mut next_copy = 0usize;
     for i in 0..n {
-        if nodes[i].op == Op::Input || is_view(i) {
+        if skip[i] {
             continue;
         }
         let s = split_of[i];
         if s != last_split {
-            if let Some(ks) = by_split.get(&s) {
-                order.extend(ks.iter().map(|k| Ev::Copy(*k)));
+            while next_copy < copies.len() && copies[next_copy].split < s {
+                next_copy += 1;
+            }
+            while next_copy < copies.len() && copies[next_copy].split == s {
+                order.push(Ev::Copy(next_copy as u32));
+                next_copy += 1;
             }
             last_split = s;
         }
@@ -250,26 +321,21 @@ pub(super) fn simulate(
 
     // Children counts: views pass uses to their base; copies are consumers of
     // their source; a node using a copy consumes the copy instead.
-    let base_of = |mut i: usize| {
-        while is_view(i) {
-            i = nodes[i].srcs[0];
-        }
-        i
-    };
     let mut children = vec![0u32; n];
-    let mut copy_children: FastMap<(Src, usize), u32> = FastMap::default();
+    let mut copy_children = vec![0u32; copies.len()];
     for ev in &order {
         match *ev {
-            Ev::Copy(k) => {
-                if let Src::Node(s) = k.0 {
+            Ev::Copy(c) => {
+                let cp = &copies[c as usize];
+                if let Src::Node(s) = cp.src {
                     children[base_of(s)] += 1;
                 }
-                copy_children.insert(k, copy_users.get(&k).map_or(0, |v| v.len() as u32));
+                copy_children[c as usize] = cp.users;
             }
             Ev::Node(i) => {
                 let nb = bk(i);
                 for &s in &nodes[i].srcs {
-                    if !copies.contains_key(&(Src::Node(s), nb)) || bk(base_of(s)) == nb {
+                    if node_copy_of(s, nb) == NONE || bk(base_of(s)) == nb {
                         children[base_of(s)] += 1;
                     }
                 }
@@ -293,8 +359,10 @@ pub(super) fn simulate(
     // nothing consumes it (unused select branches are leafs too).
     let mut rank: Vec<(usize, usize)> = Vec::new();
     let mut first_use = vec![usize::MAX; n];
+    let mut pos_of = vec![usize::MAX; n];
     for (pos, ev) in order.iter().enumerate() {
         let Ev::Node(i) = *ev else { continue };
+        pos_of[i] = pos;
         for &s in &nodes[i].srcs {
             let p = base_of(s);
             if nodes[p].op == Op::Input && first_use[p] == usize::MAX {
@@ -302,26 +370,22 @@ pub(super) fn simulate(
             }
         }
     }
-    let mut pos_of = vec![usize::MAX; n];
-    for (pos, ev) in order.iter().enumerate() {
-        if let Ev::Node(i) = ev {
-            pos_of[*i] = pos;
+    // Position of the next graph node created at or after each node.
+    let mut next_pos = usize::MAX;
+    for i in (0..n).rev() {
+        if pos_of[i] != usize::MAX {
+            next_pos = pos_of[i];
         }
-    }
-    for i in 0..n {
         if nodes[i].op == Op::Input {
             let r = if first_use[i] != usize::MAX {
                 first_use[i]
             } else {
-                // Position of the next graph node created after it.
-                (i..n)
-                    .find_map(|j| (pos_of[j] != usize::MAX).then_some(pos_of[j]))
-                    .unwrap_or(usize::MAX)
+                next_pos
             };
             rank.push((r, i));
         }
     }
-    rank.sort();
+    rank.sort_unstable();
     if pp_copies > 1 {
         // ggml_backend_sched_split_graph, pass 6 and graph_copy leafs: every
         // graph input and every split input exists n_copies times, flagged
@@ -331,20 +395,21 @@ pub(super) fn simulate(
                 allocs[cpu].alloc(nodes[p].size);
             }
         }
-        let mut keys: Vec<_> = copies.iter().collect();
-        keys.sort_by_key(|(k, v)| (v.1, k.1));
-        for (k, (size, _)) in keys {
+        let mut keys: Vec<&SplitInput> = copies.iter().collect();
+        keys.sort_by_key(|c| (c.split, c.backend));
+        for c in keys {
             for _ in 0..pp_copies {
-                allocs[k.1].alloc(*size);
+                allocs[c.backend].alloc(c.size);
             }
         }
     } else {
-        for (_, p) in rank {
+        for &(_, p) in &rank {
             let off = allocs[cpu].alloc(nodes[p].size);
             where_[p] = Some((cpu, off, nodes[p].size));
         }
     }
-    let mut copy_at: FastMap<(Src, usize), (u64, u64)> = FastMap::default();
+    // Where each copy lives while allocated (offset, size).
+    let mut copy_at: Vec<Option<(u64, u64)>> = vec![None; copies.len()];
     let node_size = |i: usize, backend: usize| {
         let nd = &nodes[i];
         if backend < cpu && kinds[backend] == BackendKind::Cuda {
@@ -360,13 +425,13 @@ pub(super) fn simulate(
     };
     for ev in &order {
         match *ev {
-            Ev::Copy(k) => {
-                let (size, _) = copies[&k];
+            Ev::Copy(c) => {
+                let cp = &copies[c as usize];
                 if pp_copies == 1 {
-                    let off = allocs[k.1].alloc(size);
-                    copy_at.insert(k, (off, size));
+                    let off = allocs[cp.backend].alloc(cp.size);
+                    copy_at[c as usize] = Some((off, cp.size));
                 }
-                if let Src::Node(s) = k.0 {
+                if let Src::Node(s) = cp.src {
                     let bs = base_of(s);
                     children[bs] = children[bs].saturating_sub(1);
                     if children[bs] == 0 {
@@ -389,12 +454,12 @@ pub(super) fn simulate(
                         for &p in &nd.srcs {
                             // A split-input copy is an own tensor (even of a
                             // view): reusable when this node is its last user.
-                            let key = (Src::Node(p), nb);
                             if bk(base_of(p)) != nb {
-                                if copy_children.get(&key) == Some(&1) {
-                                    if let Some(&(off, csize)) = copy_at.get(&key) {
+                                let c = node_copy_of(p, nb);
+                                if c != NONE && copy_children[c as usize] == 1 {
+                                    if let Some((off, csize)) = copy_at[c as usize] {
                                         if csize == size {
-                                            copy_at.remove(&key);
+                                            copy_at[c as usize] = None;
                                             where_[i] = Some((nb, off, size));
                                             took = true;
                                             break;
@@ -451,14 +516,13 @@ pub(super) fn simulate(
                     }
                 }
                 for &s in &nd.srcs {
-                    let key = (Src::Node(s), nb);
-                    if bk(base_of(s)) != nb && copies.contains_key(&key) {
-                        if let Some(c) = copy_children.get_mut(&key) {
-                            *c = c.saturating_sub(1);
-                            if *c == 0 {
-                                if let Some((off, size)) = copy_at.remove(&key) {
-                                    allocs[nb].release(off, size);
-                                }
+                    let c = node_copy_of(s, nb);
+                    if bk(base_of(s)) != nb && c != NONE {
+                        let cc = &mut copy_children[c as usize];
+                        *cc = cc.saturating_sub(1);
+                        if *cc == 0 {
+                            if let Some((off, size)) = copy_at[c as usize].take() {
+                                allocs[nb].release(off, size);
                             }
                         }
                         continue;
@@ -469,13 +533,11 @@ pub(super) fn simulate(
                         release(&mut allocs, &mut where_, p);
                     }
                 }
-                for key in [
-                    (Src::Weight(i), nb),
-                    (Src::Cache(i), nb),
-                    (Src::CacheV(i), nb),
-                ] {
-                    if let Some((off, size)) = copy_at.remove(&key) {
-                        allocs[nb].release(off, size);
+                for c in own_copy[i] {
+                    if c != NONE {
+                        if let Some((off, size)) = copy_at[c as usize].take() {
+                            allocs[nb].release(off, size);
+                        }
                     }
                 }
             }
