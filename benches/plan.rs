@@ -9,7 +9,7 @@ use ggplan::hardware::{presets, Hardware};
 use ggplan::model::Model;
 use ggplan::solver::exact::LlamaCppSimulator;
 use ggplan::solver::plan::{CtxRequest, Planner, Request};
-use ggplan::solver::sim::PlanningSimulator;
+use ggplan::solver::sim::{PlanningSimulator, Simulator};
 use ggplan::solver::synthetic::{build, Spec};
 
 fn main() {
@@ -73,12 +73,7 @@ fn plan_max_ctx_hybrid_moe_2gpu(bencher: divan::Bencher) {
     });
 }
 
-/// 10 KV type pairs × 10 slot counts × 10 micro-batches = 1,000 rows, each
-/// the largest context that fits plus its plan, checked by the exact simulator.
-#[divan::bench(sample_count = 5)]
-fn sweep_1000(bencher: divan::Bencher) {
-    let (_, hw) = setup();
-    let model = Model::load(&profile_path()).unwrap();
+fn sweep_axes() -> (Vec<(GgmlType, GgmlType)>, Vec<u32>, [u64; 10]) {
     let t = |n: &str| GgmlType::from_name(n).unwrap();
     let kv: Vec<(GgmlType, GgmlType)> = [
         ("f16", "f16"),
@@ -97,6 +92,17 @@ fn sweep_1000(bencher: divan::Bencher) {
     .collect();
     let slots: Vec<u32> = (1..=10).collect();
     let ubs = [64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 4096];
+    (kv, slots, ubs)
+}
+
+/// 10 KV type pairs × 10 slot counts × 10 micro-batches = 1,000 rows, each
+/// the largest context that fits plus its plan, checked by the exact
+/// simulator; rows spread over all cores.
+#[divan::bench(sample_count = 5)]
+fn sweep_1000(bencher: divan::Bencher) {
+    let (_, hw) = setup();
+    let model = Model::load(&profile_path()).unwrap();
+    let (kv, slots, ubs) = sweep_axes();
     bencher.bench(|| {
         let p = Planner::new(&model, &hw, None).unwrap();
         let rows = p.sweep(
@@ -109,4 +115,42 @@ fn sweep_1000(bencher: divan::Bencher) {
         assert_eq!(rows.len(), 1000);
         rows
     });
+}
+
+/// [`sweep_1000`] on one thread: the CPU time of a sweep.
+#[divan::bench(sample_count = 3)]
+fn sweep_1000_one_thread(bencher: divan::Bencher) {
+    let (_, hw) = setup();
+    let model = Model::load(&profile_path()).unwrap();
+    let (kv, slots, ubs) = sweep_axes();
+    bencher.bench(|| {
+        let p = Planner::new(&model, &hw, None).unwrap();
+        let rows = p.sweep_on(
+            &Request::default(),
+            &kv,
+            &slots,
+            &ubs,
+            &LlamaCppSimulator::default(),
+            1,
+        );
+        assert_eq!(rows.len(), 1000);
+        rows
+    });
+}
+
+/// One exact-simulator check of a plan's flags (what every sweep row and
+/// every feedback round pays): the shipped Qwen3-Coder-Next profile at
+/// 131,072 tokens on the RTX 4090 + RTX 5070 Ti.
+#[divan::bench]
+fn exact_check_qwen3_coder_next(bencher: divan::Bencher) {
+    let (_, hw) = setup();
+    let model = Model::load(&profile_path()).unwrap();
+    let p = Planner::new(&model, &hw, None).unwrap();
+    let req = Request {
+        ctx: CtxRequest::Fixed(131072),
+        ..Request::default()
+    };
+    let argv = p.plan(&req, &PlanningSimulator).unwrap().argv;
+    let sim = LlamaCppSimulator::default();
+    bencher.bench(|| sim.simulate(&model, &hw, divan::black_box(&argv)).unwrap());
 }

@@ -1043,6 +1043,20 @@ impl Planner<'_> {
         ubatch: &[u64],
         sim: &dyn Simulator,
     ) -> Vec<SweepRow> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.sweep_on(base, kv_types, slots, ubatch, sim, threads)
+    }
+
+    /// [`Self::sweep`] on at most `threads` threads (1: on this one).
+    pub fn sweep_on(
+        &self,
+        base: &Request,
+        kv_types: &[(GgmlType, GgmlType)],
+        slots: &[u32],
+        ubatch: &[u64],
+        sim: &dyn Simulator,
+        threads: usize,
+    ) -> Vec<SweepRow> {
         let mut combos = Vec::with_capacity(kv_types.len() * slots.len() * ubatch.len());
         for &kv in kv_types {
             for &s in slots {
@@ -1052,31 +1066,44 @@ impl Planner<'_> {
             }
         }
         // Rows are independent: spread them over the cores, keep the order.
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(combos.len().max(1));
-        let chunk = combos.len().div_ceil(threads).max(1);
-        let mut rows: Vec<SweepRow> = Vec::with_capacity(combos.len());
+        let threads = threads.clamp(1, combos.len().max(1));
+        if threads == 1 {
+            return combos
+                .iter()
+                .map(|&(kv, s, ub)| self.sweep_row(base, kv, s, ub, sim))
+                .collect();
+        }
+        // Rows differ in cost (a large KV type or many slots re-plans more
+        // often): threads take the next row as they finish rather than a
+        // fixed share, and the rows go back in order.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let mut done: Vec<(usize, SweepRow)> = Vec::with_capacity(combos.len());
         std::thread::scope(|scope| {
-            let handles: Vec<_> = combos
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|&(kv, s, ub)| self.sweep_row(base, kv, s, ub, sim))
-                            .collect::<Vec<_>>()
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut part = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(&(kv, s, ub)) = combos.get(i) else {
+                                break;
+                            };
+                            part.push((i, self.sweep_row(base, kv, s, ub, sim)));
+                        }
+                        part
                     })
                 })
                 .collect();
             for h in handles {
                 // A panicking row is a bug; surface it rather than drop rows.
                 match h.join() {
-                    Ok(part) => rows.extend(part),
+                    Ok(part) => done.extend(part),
                     Err(e) => std::panic::resume_unwind(e),
                 }
             }
         });
-        rows
+        done.sort_unstable_by_key(|(i, _)| *i);
+        done.into_iter().map(|(_, r)| r).collect()
     }
 }
 
