@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use regex::bytes::{Regex, RegexBuilder};
+use regex_automata::meta::Regex;
+use regex_automata::util::syntax;
+use regex_automata::MatchKind;
 
 use super::error::FlagError;
 
@@ -65,14 +67,34 @@ impl OverridePattern {
             pattern: pattern.to_string(),
             reason,
         })?;
+        // What `regex::bytes::RegexBuilder::new(p).unicode(false).build()`
+        // builds (regex 1.x builders.rs: size limits, leftmost-first, bytes
+        // semantics), minus the literal prefilter: extracting it from the
+        // planner's long layer alternations cost more than it saved on
+        // tensor names of ~30 bytes. Prefilters only speed up a search;
+        // what matches is the same.
         // unicode(false): `\d`, `\w`, `\s` and `.` are ASCII/byte based, as in
         // std::regex over std::string.
-        let re = RegexBuilder::new(pattern)
-            .unicode(false)
-            .build()
+        let config = Regex::config()
+            .nfa_size_limit(Some(10 * (1 << 20)))
+            .hybrid_cache_capacity(2 * (1 << 20))
+            .match_kind(MatchKind::LeftmostFirst)
+            .utf8_empty(false)
+            .auto_prefilter(false);
+        let re = Regex::builder()
+            .configure(config)
+            .syntax(syntax::Config::new().unicode(false).utf8(false))
+            .build(pattern)
             .map_err(|e| FlagError::Pattern {
                 pattern: pattern.to_string(),
-                reason: e.to_string(),
+                // regex::Error's wording for the same failures.
+                reason: match (e.size_limit(), e.syntax_error()) {
+                    (Some(limit), _) => {
+                        format!("Compiled regex exceeds size limit of {limit} bytes.")
+                    }
+                    (None, Some(se)) => se.to_string(),
+                    (None, None) => e.to_string(),
+                },
             })?;
         Ok(re)
     }
@@ -203,6 +225,65 @@ mod tests {
         ] {
             assert!(!p.is_match(n), "{n}");
         }
+    }
+
+    /// The prefilter-less engine selects exactly what `regex::bytes` with
+    /// `unicode(false)` selects (the matcher this replaced).
+    #[test]
+    fn same_matches_as_regex_bytes() {
+        let patterns = [
+            LLM_FFN_EXPS_REGEX,
+            "blk\\.([0-9]|1[0-5]|17|20|3[7-9])\\.ffn_(up|down|gate|gate_up)_(ch|)exps",
+            "blk\\.7\\.ffn_(up|down|gate|gate_up)_(ch|)exps",
+            "exps",
+            "^output\\.weight$",
+            "blk\\.\\d+\\.ffn_.*",
+            "[0-9]+",
+            "attn_(q|k)\\b",
+            "\\w+_norm",
+            "token_embd",
+            ".",
+            "blk\\.(2[0-9]|3[0-1])\\.",
+        ];
+        let names = [
+            "blk.0.ffn_up_exps.weight",
+            "blk.7.ffn_gate_up_exps.weight",
+            "blk.17.ffn_down_chexps.weight",
+            "blk.17.ffn_down_exps.bias",
+            "blk.20.ffn_up_shexp.weight",
+            "blk.31.ffn_gate_inp.weight",
+            "blk.38.attn_q.weight",
+            "blk.38.attn_qkv.weight",
+            "blk.4.attn_k_norm.weight",
+            "output.weight",
+            "output_norm.weight",
+            "token_embd.weight",
+            "",
+            "blk.\u{e9}.x",
+        ];
+        for p in patterns {
+            let ours = OverridePattern::new(p).unwrap();
+            let theirs = regex::bytes::RegexBuilder::new(p)
+                .unicode(false)
+                .build()
+                .unwrap();
+            for n in names {
+                assert_eq!(
+                    ours.is_match(n),
+                    theirs.is_match(n.as_bytes()),
+                    "{p} on {n}"
+                );
+            }
+        }
+        // Errors keep regex's wording.
+        let bad = String::from("blk(");
+        let e = OverridePattern::new(&bad).unwrap_err().to_string();
+        let r = regex::bytes::RegexBuilder::new(&bad)
+            .unicode(false)
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&r), "{e} vs {r}");
     }
 
     #[test]

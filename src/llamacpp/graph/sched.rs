@@ -75,9 +75,27 @@ fn schedule(
         .map(|&d| input.devices[d].kind)
         .collect();
 
+    // The passes below walk the graph many times: they read the op, size
+    // and sources from compact arrays (sources as ranges of one list)
+    // instead of the ~200-byte nodes, which keeps them in cache.
+    let n = nodes.len();
+    let mut ops: Vec<Op> = Vec::with_capacity(n);
+    let mut sizes: Vec<u64> = Vec::with_capacity(n);
+    let mut src_off: Vec<u32> = Vec::with_capacity(n + 1);
+    let mut src_ids: Vec<u32> = Vec::with_capacity(2 * n);
+    src_off.push(0);
+    // Flash-attention nodes and their layer's backend.
+    let mut fa_nodes: Vec<(usize, usize)> = Vec::new();
     // --- pass 1: pre-assigned nodes (ggml_backend_sched_backend_id_from_cur)
-    let mut be: Vec<Option<usize>> = vec![None; nodes.len()];
+    let mut be: Vec<Option<usize>> = vec![None; n];
     for (i, n) in nodes.iter().enumerate() {
+        ops.push(n.op);
+        sizes.push(n.size);
+        src_ids.extend(n.srcs.iter().map(|&s| s as u32));
+        src_off.push(src_ids.len() as u32);
+        if let Some(lb) = n.fa_layer {
+            fa_nodes.push((i, lb));
+        }
         be[i] = if n.op == Op::Input {
             Some(cpu)
         } else if let Some(f) = n.forced {
@@ -106,14 +124,18 @@ fn schedule(
             be[i] = None;
         }
     }
+    let srcs = |i: usize| {
+        src_ids[src_off[i] as usize..src_off[i + 1] as usize]
+            .iter()
+            .map(|&s| s as usize)
+    };
     // Views follow their source (pass 4); resolve after expansion.
     // --- pass 2: expand GPU assignments down then up, then everything.
-    let n = nodes.len();
-    let is_view = |i: usize| nodes[i].op == Op::View;
+    let is_view = |i: usize| ops[i] == Op::View;
     // skip[i]: inputs and views take no part in expansion and splitting.
-    let skip: Vec<bool> = nodes
+    let skip: Vec<bool> = ops
         .iter()
-        .map(|nd| matches!(nd.op, Op::View | Op::Input))
+        .map(|op| matches!(op, Op::View | Op::Input))
         .collect();
     fn expand(
         be: &mut [Option<usize>],
@@ -153,17 +175,14 @@ fn schedule(
     let mut base: Vec<Id> = (0..n).collect();
     for i in 0..n {
         if is_view(i) {
-            let s = base[nodes[i].srcs[0]];
+            let s = base[src_ids[src_off[i] as usize] as usize];
             base[i] = s;
             be[i] = be[s];
         }
     }
     let base_of = |i: usize| base[i];
     let bk = |i: usize| be[i].unwrap_or(cpu);
-    let fa_off_device = nodes
-        .iter()
-        .enumerate()
-        .any(|(i, nd)| nd.fa_layer.is_some_and(|lb| bk(i) != lb));
+    let fa_off_device = fa_nodes.iter().any(|&(i, lb)| bk(i) != lb);
 
     // --- pass 5: splits and their inputs.
     // A src is used directly if it lives on the node's backend, or it is a
@@ -250,11 +269,11 @@ fn schedule(
                 }
             }
         }
-        for &s in &nd.srcs {
+        for s in srcs(i) {
             if bk(base_of(s)) != nb {
                 split_has_inputs = true;
                 if alloc {
-                    add_copy(&mut node_copy[s * n_be + nb], Src::Node(s), nodes[s].size);
+                    add_copy(&mut node_copy[s * n_be + nb], Src::Node(s), sizes[s]);
                 }
             }
         }
@@ -334,7 +353,7 @@ fn schedule(
             }
             Ev::Node(i) => {
                 let nb = bk(i);
-                for &s in &nodes[i].srcs {
+                for s in srcs(i) {
                     if node_copy_of(s, nb) == NONE || bk(base_of(s)) == nb {
                         children[base_of(s)] += 1;
                     }
@@ -363,9 +382,9 @@ fn schedule(
     for (pos, ev) in order.iter().enumerate() {
         let Ev::Node(i) = *ev else { continue };
         pos_of[i] = pos;
-        for &s in &nodes[i].srcs {
+        for s in srcs(i) {
             let p = base_of(s);
-            if nodes[p].op == Op::Input && first_use[p] == usize::MAX {
+            if ops[p] == Op::Input && first_use[p] == usize::MAX {
                 first_use[p] = pos;
             }
         }
@@ -376,7 +395,7 @@ fn schedule(
         if pos_of[i] != usize::MAX {
             next_pos = pos_of[i];
         }
-        if nodes[i].op == Op::Input {
+        if ops[i] == Op::Input {
             let r = if first_use[i] != usize::MAX {
                 first_use[i]
             } else {
@@ -392,7 +411,7 @@ fn schedule(
         // input+output: allocated first, never freed.
         for &(_, p) in &rank {
             for _ in 0..pp_copies {
-                allocs[cpu].alloc(nodes[p].size);
+                allocs[cpu].alloc(sizes[p]);
             }
         }
         let mut keys: Vec<&SplitInput> = copies.iter().collect();
@@ -404,8 +423,8 @@ fn schedule(
         }
     } else {
         for &(_, p) in &rank {
-            let off = allocs[cpu].alloc(nodes[p].size);
-            where_[p] = Some((cpu, off, nodes[p].size));
+            let off = allocs[cpu].alloc(sizes[p]);
+            where_[p] = Some((cpu, off, sizes[p]));
         }
     }
     // Where each copy lives while allocated (offset, size).
@@ -441,8 +460,8 @@ fn schedule(
             }
             Ev::Node(i) => {
                 let nb = bk(i);
-                let nd = &nodes[i];
-                if nd.op != Op::Store {
+                let op = ops[i];
+                if op != Op::Store {
                     let size = node_size(i, nb);
                     // In place: take over src[0]'s memory if it has no other
                     // consumer, lives on this backend and has the same size.
@@ -450,8 +469,8 @@ fn schedule(
                     // ggml_gallocr_allocate_node: a parent that is a view is
                     // never "own" (views are not allocated), so ops on views
                     // never run in place; inputs and outputs are not reused.
-                    if nd.op == Op::Inplace {
-                        for &p in &nd.srcs {
+                    if op == Op::Inplace {
+                        for p in srcs(i) {
                             // A split-input copy is an own tensor (even of a
                             // view): reusable when this node is its last user.
                             if bk(base_of(p)) != nb {
@@ -472,7 +491,7 @@ fn schedule(
                                 continue;
                             }
                             if children[p] == 1
-                                && nodes[p].op != Op::Input
+                                && ops[p] != Op::Input
                                 && !nodes[p].output
                                 && where_[p].is_some_and(|(pb, _, ps)| pb == nb && ps == size)
                             {
@@ -509,13 +528,13 @@ fn schedule(
                             eprintln!(
                                 "max[{nb}] = {:.2} MB after #{i} {:?}: {}",
                                 allocs[nb].max as f64 / 1048576.0,
-                                nd.op,
+                                op,
                                 live.join(" | ")
                             );
                         }
                     }
                 }
-                for &s in &nd.srcs {
+                for s in srcs(i) {
                     let c = node_copy_of(s, nb);
                     if bk(base_of(s)) != nb && c != NONE {
                         let cc = &mut copy_children[c as usize];
