@@ -12,6 +12,7 @@ pub mod error;
 pub mod flags;
 pub mod graph;
 pub mod kv;
+pub mod options;
 pub mod overrides;
 pub mod place;
 
@@ -150,20 +151,7 @@ pub fn simulate(
 ) -> Result<Simulation, SimError> {
     let mut sim = simulate_one(model, devices, flags, opts)?;
     if let (Some(dm), Some(df)) = (draft, flags.draft.as_ref()) {
-        // The server's draft context: same slots and batch, its own -ngld,
-        // -cd, -devd, -ctkd/-ctvd, -otd (server-context.cpp, approximated).
-        let mut f = flags.clone();
-        f.gpu_layers = df.gpu_layers;
-        f.gpu_layers_set = true;
-        if let Some(c) = df.ctx {
-            f.ctx = Some(c);
-        }
-        f.devices = df.devices.clone().or(f.devices);
-        f.cache_type_k = df.cache_type_k.unwrap_or(f.cache_type_k);
-        f.cache_type_v = df.cache_type_v.unwrap_or(f.cache_type_v);
-        f.overrides = df.overrides.clone();
-        f.draft = None;
-        let d = simulate_one(dm, devices, &f, opts)?;
+        let d = simulate_one(dm, devices, &draft_flags(flags, df), opts)?;
         for (a, b) in sim.devices.iter_mut().zip(&d.devices) {
             a.model_bytes += b.model_bytes;
             a.context_bytes += b.context_bytes;
@@ -181,10 +169,42 @@ pub fn simulate(
                 None => sim.buffers.push(b),
             }
         }
-        sim.warnings
-            .push("draft model: its own context approximated with the main slots and batch".into());
+        if flags.n_draft() == 0 {
+            sim.warnings.push(
+                "-md without --spec-type draft-simple: llama-server loads the draft model and its context but does not draft with it".into(),
+            );
+        }
     }
     Ok(sim)
+}
+
+/// The flags of llama-server's draft context (b11434,
+/// common/speculative.cpp `common_base_params_to_speculative`): a copy of
+/// the main parameters (same `-c`, `-np`, `-kvu`, `-b`, `-ub`, `-fa`, `-ts`,
+/// load mode) with the draft's `-devd` (if given), `-ngld`, `-otd` and its
+/// cache types (`-ctkd/-ctvd`, default f16, *not* the main `-ctk/-ctv`);
+/// one `-devd` device forces `-sm layer`; no speculation of its own, so its
+/// graph reserves `n_parallel` outputs. `-cd` (older builds) sets its context.
+pub fn draft_flags(flags: &Flags, df: &flags::DraftFlags) -> Flags {
+    let mut f = flags.clone();
+    f.gpu_layers = df.gpu_layers;
+    f.gpu_layers_set = true;
+    if let Some(c) = df.ctx {
+        f.ctx = Some(c);
+    }
+    if let Some(d) = &df.devices {
+        f.devices = Some(d.clone());
+        if d.len() == 1 {
+            f.split_mode = flags::SplitMode::Layer;
+        }
+    }
+    f.cache_type_k = df.cache_type_k.unwrap_or(crate::gguf::GgmlType::F16);
+    f.cache_type_v = df.cache_type_v.unwrap_or(crate::gguf::GgmlType::F16);
+    f.overrides = df.overrides.clone();
+    f.draft = None;
+    f.spec_types.clear();
+    f.draft_max_legacy = false;
+    f
 }
 
 fn simulate_one(

@@ -158,17 +158,7 @@ pub fn layer_devices(
         GpuLayers::Auto | GpuLayers::All => l + 1,
         GpuLayers::N(n) => i64::from(n),
     };
-    // After PR #18148 the output layer is counted first: i_gpu_start = L+1-ngl.
-    let i_gpu_start = if build.ngl_output_first() {
-        (l + 1 - ngl).max(0)
-    } else {
-        (l - ngl).max(0)
-    };
-    let act = if model_devices.is_empty() {
-        0
-    } else {
-        ngl.min(l + 1)
-    };
+    let (i_gpu_start, act) = gpu_range(n_layer, ngl, model_devices.len(), build);
     // Cumulative, normalised split in f32 as llama.cpp computes it: -ts, else
     // free memory per device (a device reporting 0 uses host free memory;
     // not modelled, such a device gets weight 0).
@@ -187,6 +177,26 @@ pub fn layer_devices(
         .into_iter()
         .map(|k| k.map(|k| model_devices[k]))
         .collect()
+}
+
+/// `load_tensors`' offloaded range for `-ngl ngl` (a count; auto/all =
+/// L+1) over `n_model_devices`: `(i_gpu_start, act)`, layers
+/// `i_gpu_start .. i_gpu_start+act` of `0..=L` go to the devices. After PR
+/// #18148 the output layer is counted first: `i_gpu_start = L+1-ngl`;
+/// before, `L-ngl`. No model device: nothing is offloaded.
+pub fn gpu_range(n_layer: u32, ngl: i64, n_model_devices: usize, build: LlamaBuild) -> (i64, i64) {
+    let l = i64::from(n_layer);
+    let i_gpu_start = if build.ngl_output_first() {
+        (l + 1 - ngl).max(0)
+    } else {
+        (l - ngl).max(0)
+    };
+    let act = if n_model_devices == 0 {
+        0
+    } else {
+        ngl.min(l + 1)
+    };
+    (i_gpu_start, act)
 }
 
 /// The `-sm layer` split of `load_tensors`: layer `il` of `0..=l` (`l` = the

@@ -31,12 +31,42 @@ impl Simulator for LlamaCppSimulator {
         hw: &Hardware,
         argv: &[String],
     ) -> Result<SimReport, SimError> {
+        simulate_argv(&self.0, model, None, hw, argv)
+    }
+}
+
+/// [`LlamaCppSimulator`] with the `-md` draft model loaded too: its
+/// weights, KV and compute are added per device (`llamacpp::simulate`).
+#[derive(Clone, Copy, Debug)]
+pub struct LlamaCppDraftSimulator<'a> {
+    pub opts: Options,
+    pub draft: &'a Model,
+}
+
+impl Simulator for LlamaCppDraftSimulator<'_> {
+    fn simulate(
+        &self,
+        model: &Model,
+        hw: &Hardware,
+        argv: &[String],
+    ) -> Result<SimReport, SimError> {
+        simulate_argv(&self.opts, model, Some(self.draft), hw, argv)
+    }
+}
+
+fn simulate_argv(
+    opts: &Options,
+    model: &Model,
+    draft: Option<&Model>,
+    hw: &Hardware,
+    argv: &[String],
+) -> Result<SimReport, SimError> {
+    {
         let err = |e: &dyn std::fmt::Display| SimError::Other(format!("llama.cpp simulator: {e}"));
         let flags = Flags::parse(argv).map_err(|e| err(&e))?;
         let devices = device::from_hardware(hw);
-        let sim =
-            llamacpp::simulate(model, None, &devices, &flags, &self.0).map_err(|e| err(&e))?;
-        let load_mode = if self.0.no_alloc {
+        let sim = llamacpp::simulate(model, draft, &devices, &flags, opts).map_err(|e| err(&e))?;
+        let load_mode = if opts.no_alloc {
             llamacpp::flags::LoadMode::None
         } else {
             flags.load_mode
@@ -45,8 +75,8 @@ impl Simulator for LlamaCppSimulator {
             model,
             &devices,
             &flags,
-            self.0.build,
-            self.0.host_cpu,
+            opts.build,
+            opts.host_cpu,
             load_mode.uses_mmap(),
         )
         .map_err(|e| err(&e))?;
@@ -132,8 +162,12 @@ mod tests {
         let (hw, _) = crate::hardware::presets::load_file_or_preset("rtx4090-rtx5070ti").unwrap();
         let p = Planner::new(&m, &hw, None).unwrap();
         for ctx in [32768, 131072] {
+            // The hardware file's -dev order: the planning model's split
+            // count below is checked for it (a reordered -dev can differ
+            // from the scheduler's by one split).
             let req = Request {
                 ctx: CtxRequest::Fixed(ctx),
+                reorder: false,
                 ..Request::default()
             };
             let sim = LlamaCppSimulator::default();

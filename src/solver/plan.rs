@@ -10,13 +10,14 @@ use thiserror::Error;
 
 use super::costs::{at_context, weights, Costs, CtxConfig};
 use super::dp::{self, Problem};
-use super::flags::{argv, Plan};
+use super::flags::{argv, DraftPlan, Plan};
 use super::layout::{memory, summary, Layout};
 use super::milp::{self, Limits, Status};
 use super::sim::{SimError, SimReport, Simulator};
 use super::speed::{predict, Prediction, Rates};
 use crate::gguf::GgmlType;
 use crate::hardware::{Hardware, Overflow, Usage};
+use crate::llamacpp::{self, flags as llflags};
 use crate::model::Model;
 use crate::units::{Bytes, MIB};
 
@@ -61,6 +62,56 @@ pub struct Request {
     pub allow_ffn_host: bool,
     pub solver: SolverChoice,
     pub limits: Limits,
+    /// Pin the draft model ([`Planner::with_draft`]) here; `None`: the
+    /// planner tries every GPU and the host and keeps the fastest plan.
+    pub draft_place: Option<DraftPlace>,
+    /// Try other `-dev` orders (the output layer and the last blocks on
+    /// another GPU) when `devices` is not given.
+    pub reorder: bool,
+    /// The `-dev` order of one candidate (hardware indices); set by the
+    /// search, `None` = the planner's default order.
+    pub dev_order: Option<Vec<usize>>,
+}
+
+/// Where the draft model goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DraftPlace {
+    /// Every draft layer on this hardware device (`-ngld all -devd NAME`).
+    Device(usize),
+    /// No draft layer offloaded (`-ngld 0`).
+    Host,
+}
+
+/// A draft model for speculative decoding (`ggplan plan --draft`).
+#[derive(Clone, Debug)]
+pub struct DraftModel<'a> {
+    pub model: &'a Model,
+    /// The GGUF path llama-server loads (`-md`).
+    pub path: String,
+    /// Tokens drafted per step (`--spec-draft-n-max`).
+    pub n_max: u32,
+    /// Probability that the target accepts one drafted token (assumed
+    /// independent per position; README "Speed model").
+    pub accept: f64,
+}
+
+/// The speculative-decoding part of a prediction.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DraftPrediction {
+    /// Where the draft runs (`CPU` for the host).
+    pub device: String,
+    pub n_max: u32,
+    pub accept: f64,
+    /// Tokens produced per draft-and-verify step: `(1 − a^(n+1)) / (1 − a)`.
+    pub tokens_per_step: f64,
+    /// The draft model's own decode speed at its placement.
+    pub draft_decode_tps: f64,
+    /// Seconds of one target pass verifying `n_max + 1` tokens.
+    pub verify_s: f64,
+    /// The target alone, without speculation.
+    pub target_decode_tps: f64,
+    /// `tokens_per_step / (n_max · draft decode s + verify s)`.
+    pub effective_decode_tps: f64,
 }
 
 impl Default for Request {
@@ -78,6 +129,9 @@ impl Default for Request {
             allow_ffn_host: true,
             solver: SolverChoice::Auto,
             limits: Limits::default(),
+            draft_place: None,
+            reorder: true,
+            dev_order: None,
         }
     }
 }
@@ -129,6 +183,8 @@ pub struct Outcome {
     pub capacity: Vec<Bytes>,
     /// Solve → simulate rounds (1 = the first plan passed).
     pub rounds: u32,
+    /// Speculative decoding with the draft model, when planned with one.
+    pub draft: Option<DraftPrediction>,
 }
 
 /// The per-model, per-machine setup shared by every candidate.
@@ -138,8 +194,13 @@ pub struct Planner<'a> {
     pub rates: Rates,
     weights: Costs,
     order: Vec<usize>,
+    /// Whether `--devices` fixed the order.
+    order_given: bool,
     /// Movable FFNs all alike (the DP is exact then).
     alike: bool,
+    draft: Option<DraftModel<'a>>,
+    /// The hardware as the exact simulator sees it (draft reservations).
+    sim_devices: Vec<llamacpp::Device>,
 }
 
 /// Step of `-c` values llama.cpp keeps as given (`n_ctx` padded to 256;
@@ -190,8 +251,165 @@ impl<'a> Planner<'a> {
             rates: Rates::from_hardware(hw),
             weights,
             order,
+            order_given: devices.is_some(),
             alike,
+            draft: None,
+            sim_devices: llamacpp::device::from_hardware(hw),
         })
+    }
+
+    /// Plan with a draft model: its memory is reserved where the plan puts
+    /// it, its flags are emitted and simulated, and the speed is the
+    /// effective speed of speculative decoding.
+    pub fn with_draft(mut self, draft: DraftModel<'a>) -> Planner<'a> {
+        self.draft = Some(draft);
+        self
+    }
+
+    /// The draft model, if any.
+    pub fn draft(&self) -> Option<&DraftModel<'a>> {
+        self.draft.as_ref()
+    }
+
+    fn order_of<'r>(&'r self, req: &'r Request) -> &'r [usize] {
+        req.dev_order.as_deref().unwrap_or(&self.order)
+    }
+
+    /// `-dev` orders worth trying: the default, and with 2–4 devices and
+    /// bandwidths in the hardware file, each device moved last (it then holds the output layer and the last
+    /// blocks; llama.cpp assigns ranges in `-dev` order, `load_tensors`).
+    fn orders(&self, req: &Request) -> Vec<Vec<usize>> {
+        if let Some(o) = &req.dev_order {
+            return vec![o.clone()];
+        }
+        let mut out = vec![self.order.clone()];
+        // Orders are ranked by predicted speed: only with real rates (the
+        // defaults make every GPU alike and would pick an unusual order on noise).
+        if req.reorder
+            && self.rates.complete
+            && !self.order_given
+            && (2..=4).contains(&self.order.len())
+        {
+            for k in 0..self.order.len() {
+                let mut o = self.order.clone();
+                let d = o.remove(k);
+                o.push(d);
+                if !out.contains(&o) {
+                    out.push(o);
+                }
+            }
+        }
+        out
+    }
+
+    /// Draft placements worth trying: the pinned one, else every GPU of
+    /// the order (fastest first) and the host.
+    fn draft_places(&self, req: &Request) -> Vec<Option<DraftPlace>> {
+        if self.draft.is_none() {
+            return vec![None];
+        }
+        if let Some(p) = req.draft_place {
+            return vec![Some(p)];
+        }
+        let mut gpus = self.order.clone();
+        gpus.sort_by(|&a, &b| {
+            let bw = |d: usize| self.rates.devices.get(d).map_or(0.0, |r| r.bandwidth_gbs);
+            bw(b).total_cmp(&bw(a))
+        });
+        gpus.into_iter()
+            .map(|d| Some(DraftPlace::Device(d)))
+            .chain([Some(DraftPlace::Host)])
+            .collect()
+    }
+
+    /// The draft context's flags as llama-server derives them from the
+    /// plan's (`llamacpp::draft_flags`), for a draft at `place`.
+    fn draft_llama_flags(
+        &self,
+        cfg: &CtxConfig,
+        place: DraftPlace,
+        order: &[usize],
+    ) -> llflags::Flags {
+        let name = |d: usize| self.hw.devices[d].name.clone();
+        let main = llflags::Flags {
+            ctx: Some(cfg.n_ctx),
+            batch: cfg.batch,
+            ubatch: cfg.ubatch,
+            n_parallel: Some(cfg.n_seq),
+            kv_unified: Some(cfg.kv_unified),
+            flash_attn: if cfg.flash_attn {
+                llflags::FlashAttn::On
+            } else {
+                llflags::FlashAttn::Off
+            },
+            cache_type_k: cfg.type_k,
+            cache_type_v: cfg.type_v,
+            devices: Some(order.iter().map(|&d| name(d)).collect()),
+            fit: false,
+            ..llflags::Flags::default()
+        };
+        let df = llflags::DraftFlags {
+            gpu_layers: match place {
+                DraftPlace::Device(_) => llflags::GpuLayers::All,
+                DraftPlace::Host => llflags::GpuLayers::N(0),
+            },
+            devices: match place {
+                DraftPlace::Device(d) => Some(vec![name(d)]),
+                DraftPlace::Host => None,
+            },
+            cache_type_k: Some(cfg.type_k),
+            cache_type_v: Some(cfg.type_v),
+            ..llflags::DraftFlags::default()
+        };
+        llamacpp::draft_flags(&main, &df)
+    }
+
+    /// What the draft model and its context take on each hardware device
+    /// and on the host at `cfg`, by the exact simulator. `None`: llama.cpp
+    /// would refuse it (e.g. a quantized V cache without flash attention).
+    pub fn draft_use(
+        &self,
+        cfg: &CtxConfig,
+        place: DraftPlace,
+        order: &[usize],
+    ) -> Option<(Vec<u64>, u64)> {
+        let d = self.draft.as_ref()?;
+        let f = self.draft_llama_flags(cfg, place, order);
+        let sim = llamacpp::simulate(
+            d.model,
+            None,
+            &self.sim_devices,
+            &f,
+            &llamacpp::Options::default(),
+        )
+        .ok()?;
+        let n = self.hw.devices.len();
+        let devs = sim.devices.iter().take(n).map(|u| u.total_bytes).collect();
+        let host = sim.devices.get(n).map_or(0, |u| u.total_bytes);
+        Some((devs, host))
+    }
+
+    /// Capacities left for the target model once the draft of `req` is
+    /// reserved at `cfg`; `None` when the draft cannot be placed there.
+    fn reserve(
+        &self,
+        cfg: &CtxConfig,
+        caps: &(Vec<u64>, u64),
+        req: &Request,
+    ) -> Option<(Vec<u64>, u64)> {
+        let Some(place) = req.draft_place.filter(|_| self.draft.is_some()) else {
+            return Some(caps.clone());
+        };
+        let (devs, host) = self.draft_use(cfg, place, self.order_of(req))?;
+        let mut out = caps.clone();
+        for (c, u) in out.0.iter_mut().zip(&devs) {
+            if *u > *c {
+                return None;
+            }
+            *c -= u;
+        }
+        out.1 = out.1.checked_sub(host)?;
+        Some(out)
     }
 
     /// Planning capacities: each device's effective capacity minus the margin; the host pool.
@@ -206,7 +424,17 @@ impl<'a> Planner<'a> {
     }
 
     pub fn costs(&self, cfg: &CtxConfig) -> Costs {
-        at_context(self.model, &self.weights, cfg)
+        let mut c = at_context(self.model, &self.weights, cfg);
+        if let Some(d) = &self.draft {
+            // With a draft the server reserves n_parallel·(1 + n_draft)
+            // outputs in the target's graph (server_output_limits).
+            let t = cfg.pp_tokens();
+            let outputs = t
+                .min(u64::from(cfg.n_seq.max(1)) * (1 + u64::from(d.n_max)))
+                .min(cfg.batch);
+            c.output_act = super::costs::output_act(self.model, t, outputs);
+        }
+        c
     }
 
     fn problem<'c>(
@@ -215,11 +443,12 @@ impl<'a> Planner<'a> {
         cfg: &CtxConfig,
         caps: &(Vec<u64>, u64),
         allow: bool,
+        order: &[usize],
     ) -> Problem<'c> {
         Problem {
             costs: c,
             rates: &self.rates,
-            order: self.order.clone(),
+            order: order.to_vec(),
             capacity: caps.0.clone(),
             host_capacity: caps.1,
             op_offload: true,
@@ -257,11 +486,13 @@ impl<'a> Planner<'a> {
         req: &Request,
     ) -> Option<(Layout, Status, f64)> {
         let t0 = Instant::now();
+        let caps = &self.reserve(cfg, caps, req)?;
+        let order = self.order_of(req);
         let c = self.costs(cfg);
         let ub = cfg.pp_tokens();
-        let pure = dp::solve(&self.problem(&c, cfg, caps, false));
+        let pure = dp::solve(&self.problem(&c, cfg, caps, false, order));
         let comb = if req.allow_ffn_host && c.movable.is_some() {
-            dp::solve(&self.problem(&c, cfg, caps, true))
+            dp::solve(&self.problem(&c, cfg, caps, true, order))
         } else {
             None
         };
@@ -274,7 +505,7 @@ impl<'a> Planner<'a> {
         let tie = |allow: bool| {
             dp::solve(&Problem {
                 prefill_weight: PREFILL_TIE_WEIGHT,
-                ..self.problem(&c, cfg, caps, allow)
+                ..self.problem(&c, cfg, caps, allow, order)
             })
         };
         let pure_tie = tie(false);
@@ -313,7 +544,7 @@ impl<'a> Planner<'a> {
         if !exact && req.solver != SolverChoice::Milp {
             if let (true, Some(lb)) = (
                 best.is_some(),
-                dp::lower_bound(&self.problem(&c, cfg, caps, true)),
+                dp::lower_bound(&self.problem(&c, cfg, caps, true, order)),
             ) {
                 let t = &t_opt;
                 if *t <= lb * (1.0 + 1e-9) {
@@ -330,8 +561,8 @@ impl<'a> Planner<'a> {
             SolverChoice::Milp => true,
             SolverChoice::Auto => !proven,
         };
-        if run_milp && !self.order.is_empty() {
-            let p = self.problem(&c, cfg, caps, req.allow_ffn_host);
+        if run_milp && !order.is_empty() {
+            let p = self.problem(&c, cfg, caps, req.allow_ffn_host, order);
             if let Ok(r) = milp::solve(&p, best.as_ref().map(|b| &b.0), req.limits) {
                 let pred = self.predict_at(&c, &r.layout, ub);
                 if fits(&r.layout)
@@ -351,6 +582,43 @@ impl<'a> Planner<'a> {
         best.map(|(l, _)| (l, status, t0.elapsed().as_secs_f64() * 1e3))
     }
 
+    /// `-b` candidates for micro-batch `ub`, in order of preference:
+    /// {2048, 4096, ub} ∩ [need, ∞) with need = max(ub, n_parallel·(1 +
+    /// n_draft)) — with a draft the server puts every slot's sampled and
+    /// drafted tokens into one batch of max(n_batch, n_parallel) tokens and
+    /// asserts they fit (server-context.cpp `handle_last_sampled_token`);
+    /// `need` itself when no candidate reaches it.
+    ///
+    /// Above `ub`, `-b` changes neither memory nor the reserved graph in
+    /// b11434 (`llama_context`: n_ubatch = min(n_batch, ub), and the graph's
+    /// outputs min(n_tokens, n_outputs_max) with n_tokens ≤ n_ubatch ≤
+    /// n_batch), nor the speed model (prefill is per micro-batch): every
+    /// candidate ties, so the preference order decides — llama.cpp's own
+    /// default 2048 first (at most 2048 prompt tokens per `llama_decode`,
+    /// which keeps other slots' decoding responsive), then 4096, then `ub`.
+    pub fn batch_candidates(&self, req: &Request, ub: u64) -> Vec<u64> {
+        let n_draft = self.draft.as_ref().map_or(0, |d| u64::from(d.n_max));
+        let need = ub.max(u64::from(req.slots.max(1)) * (1 + n_draft));
+        let mut out: Vec<u64> = [2048, 4096, ub]
+            .into_iter()
+            .filter(|&b| b >= need)
+            .collect();
+        out.dedup();
+        if out.is_empty() {
+            out.push(need);
+        }
+        out
+    }
+
+    /// The `-b` of a candidate: `--batch` if given (at least `ub`), else
+    /// the first of [`Self::batch_candidates`].
+    pub fn batch_for(&self, req: &Request, ub: u64) -> u64 {
+        match req.batch {
+            Some(b) => b.max(ub),
+            None => self.batch_candidates(req, ub)[0],
+        }
+    }
+
     /// The context configuration for one candidate.
     pub fn config(
         &self,
@@ -360,7 +628,7 @@ impl<'a> Planner<'a> {
         fa: bool,
         kv: (GgmlType, GgmlType),
     ) -> CtxConfig {
-        let batch = req.batch.unwrap_or(2048).max(ub).min(n_ctx);
+        let batch = self.batch_for(req, ub).min(n_ctx);
         CtxConfig {
             n_ctx,
             n_seq: req.slots.max(1),
@@ -405,12 +673,16 @@ impl<'a> Planner<'a> {
         let hi_k = (self.model.hparams.n_ctx_train / step).max(1);
         let fits = |k: u64| {
             let cfg = self.config(k * step, req, ub, fa, kv);
+            let Some(caps) = &self.reserve(&cfg, caps, req) else {
+                return false;
+            };
+            let order = self.order_of(req);
             let c = self.costs(&cfg);
             let ok =
                 |l: Option<Layout>| l.is_some_and(|l| self.fits(&c, &l, caps, cfg.pp_tokens()));
             let comb = req.allow_ffn_host && c.movable.is_some();
-            ok(dp::solve(&self.problem(&c, &cfg, caps, comb)))
-                || (comb && ok(dp::solve(&self.problem(&c, &cfg, caps, false))))
+            ok(dp::solve(&self.problem(&c, &cfg, caps, comb, order)))
+                || (comb && ok(dp::solve(&self.problem(&c, &cfg, caps, false, order))))
         };
         let (mut lo, mut hi);
         if let Some(h) = known.map(|n| (n / step).clamp(1, hi_k)) {
@@ -452,17 +724,28 @@ impl<'a> Planner<'a> {
         Some(lo * step)
     }
 
-    fn plan_of(&self, layout: Layout, cfg: CtxConfig) -> Plan {
+    fn plan_of(&self, layout: Layout, cfg: CtxConfig, req: &Request) -> Plan {
         Plan {
             layout,
             ctx: cfg,
             device_names: self.hw.devices.iter().map(|d| d.name.clone()).collect(),
             movable: self.weights.movable,
+            draft: match (&self.draft, req.draft_place) {
+                (Some(d), Some(p)) => Some(DraftPlan {
+                    path: d.path.clone(),
+                    device: match p {
+                        DraftPlace::Device(i) => Some(i),
+                        DraftPlace::Host => None,
+                    },
+                    n_max: d.n_max,
+                }),
+                _ => None,
+            },
         }
     }
 
-    /// Prediction of a plan.
-    pub fn predict(&self, plan: &Plan) -> Prediction {
+    /// The target model's own prediction (no speculation).
+    fn predict_target(&self, plan: &Plan) -> Prediction {
         let c = self.costs(&plan.ctx);
         predict(
             &summary(
@@ -474,6 +757,80 @@ impl<'a> Planner<'a> {
             ),
             &self.rates,
         )
+    }
+
+    /// Prediction of a plan. With a draft, decode is the effective speed
+    /// of speculative decoding ([`Self::draft_prediction`]); prefill, the
+    /// splits and the per-device shares stay the target's.
+    pub fn predict(&self, plan: &Plan) -> Prediction {
+        let mut p = self.predict_target(plan);
+        if let Some(d) = self.draft_prediction(plan) {
+            p.decode_tps = d.effective_decode_tps;
+            p.decode_s = 1.0 / d.effective_decode_tps;
+        }
+        p
+    }
+
+    /// Speculative decoding with the plan's draft (README "Speed model"):
+    /// one step drafts `n` tokens (n draft decodes at the draft's
+    /// placement) and verifies `n + 1` in one target pass, which reads the
+    /// target's weights once but, for routed experts, the union of the
+    /// experts `n + 1` tokens pick: a fraction `1 − (1 − k/E)^(n+1)` of each
+    /// layer's experts instead of `k/E` (tokens assumed to pick experts
+    /// independently). With each drafted token accepted with probability
+    /// `a`, independently, a step yields `(1 − a^(n+1)) / (1 − a)` tokens.
+    pub fn draft_prediction(&self, plan: &Plan) -> Option<DraftPrediction> {
+        let dp = plan.draft.as_ref()?;
+        let dm = self.draft.as_ref()?;
+        let n = f64::from(dp.n_max);
+        let target = self.predict_target(plan);
+        // The verify pass.
+        let mut c = self.costs(&plan.ctx);
+        for l in &mut c.layers {
+            if l.ffn_read < 1.0 {
+                l.ffn_read = 1.0 - (1.0 - l.ffn_read).powf(n + 1.0);
+            }
+        }
+        let verify = predict(
+            &summary(
+                &c,
+                &plan.layout,
+                self.hw.devices.len(),
+                true,
+                plan.ctx.pp_tokens(),
+            ),
+            &self.rates,
+        );
+        // One draft decode: the draft model whole on its device or the host.
+        let dc = super::costs::costs(dm.model, &plan.ctx);
+        let nl = dc.n_layer();
+        let dl = Layout {
+            layer_dev: vec![dp.device; nl + 1],
+            ffn_host: vec![false; nl],
+        };
+        let draft = predict(
+            &summary(&dc, &dl, self.hw.devices.len(), true, plan.ctx.pp_tokens()),
+            &self.rates,
+        );
+        let a = dm.accept.clamp(0.0, 1.0);
+        let tokens = if a >= 1.0 {
+            n + 1.0
+        } else {
+            (1.0 - a.powf(n + 1.0)) / (1.0 - a)
+        };
+        let step = n * draft.decode_s + verify.decode_s;
+        Some(DraftPrediction {
+            device: dp
+                .device
+                .map_or_else(|| "CPU".to_string(), |d| self.hw.devices[d].name.clone()),
+            n_max: dp.n_max,
+            accept: a,
+            tokens_per_step: tokens,
+            draft_decode_tps: draft.decode_tps,
+            verify_s: verify.decode_s,
+            target_decode_tps: target.decode_tps,
+            effective_decode_tps: tokens / step,
+        })
     }
 
     /// Overflows of a simulated report against the planning limits.
@@ -506,6 +863,14 @@ impl<'a> Planner<'a> {
         if req.ubatch.is_empty() || req.flash_attn.is_empty() || req.kv_types.is_empty() {
             return Err(PlanError::BadRequest("empty candidate set".into()));
         }
+        if let (Some(b), Some(d)) = (req.batch, &self.draft) {
+            let need = u64::from(req.slots.max(1)) * (1 + u64::from(d.n_max));
+            if b < need {
+                return Err(PlanError::BadRequest(format!(
+                    "-b {b} is below -np × (1 + draft tokens) = {need}: llama-server puts every slot's drafted tokens into one batch"
+                )));
+            }
+        }
         let mut caps = self.capacities(req.margin);
         let mut rounds = 0;
         let mut solver_ms = 0.0;
@@ -522,6 +887,7 @@ impl<'a> Planner<'a> {
             if over.is_empty() {
                 return Ok(Outcome {
                     prediction: self.predict(&plan),
+                    draft: self.draft_prediction(&plan),
                     rates_complete: self.rates.complete,
                     plan,
                     argv: args,
@@ -552,12 +918,18 @@ impl<'a> Planner<'a> {
                 true,
                 plan.ctx.pp_tokens(),
             );
+            // The draft's share of each place, reserved on top of the plan.
+            let drafted = plan.draft.as_ref().and_then(|d| {
+                let place = d.device.map_or(DraftPlace::Host, DraftPlace::Device);
+                self.draft_use(&plan.ctx, place, &plan.layout.used_devices())
+            });
+            let draft_dev = |i: usize| drafted.as_ref().map_or(0, |(d, _)| d[i]);
             let step = SHRINK_STEP << (rounds - 1).min(16);
             for o in &over {
                 let excess = o.need.0.saturating_sub(o.capacity.0) + step;
                 match self.hw.devices.iter().position(|dev| dev.name == o.target) {
                     Some(i) => {
-                        let planned = d.get(i).map_or(caps.0[i], |m| m.total());
+                        let planned = d.get(i).map_or(caps.0[i], |m| m.total() + draft_dev(i));
                         caps.0[i] = caps.0[i].min(planned).saturating_sub(excess);
                     }
                     // The host pool may be short through a unified device's
@@ -588,41 +960,58 @@ impl<'a> Planner<'a> {
         let mut best: Option<(Plan, Status, f64, Prediction)> = None;
         let mut ms = 0.0;
         let mut i = 0;
-        for &kv in &req.kv_types {
-            for &fa in &req.flash_attn {
-                for &ub in &req.ubatch {
-                    let n_ctx = match req.ctx {
-                        CtxRequest::Fixed(n) => round_up(n, ctx_step(req.slots, req.kv_unified)),
-                        CtxRequest::Max => {
-                            let prev = known.get(i).copied();
-                            i += 1;
-                            let n = match prev {
-                                // Did not fit at larger capacities: nor here.
-                                Some(None) => None,
-                                Some(Some(n)) => self.max_ctx_from(req, ub, fa, kv, caps, Some(n)),
-                                None => self.max_ctx(req, ub, fa, kv, caps),
-                            };
-                            match known.get_mut(i - 1) {
-                                Some(slot) => *slot = n,
-                                None => known.push(n),
+        // Candidates: -dev orders × draft places × KV types × -fa × -ub.
+        let mut cands = Vec::new();
+        for order in self.orders(req) {
+            for place in self.draft_places(req) {
+                cands.push(Request {
+                    dev_order: Some(order.clone()),
+                    draft_place: place,
+                    ..req.clone()
+                });
+            }
+        }
+        for req in &cands {
+            for &kv in &req.kv_types {
+                for &fa in &req.flash_attn {
+                    for &ub in &req.ubatch {
+                        let n_ctx = match req.ctx {
+                            CtxRequest::Fixed(n) => {
+                                round_up(n, ctx_step(req.slots, req.kv_unified))
                             }
-                            match n {
-                                Some(n) => n,
-                                None => continue,
+                            CtxRequest::Max => {
+                                let prev = known.get(i).copied();
+                                i += 1;
+                                let n = match prev {
+                                    // Did not fit at larger capacities: nor here.
+                                    Some(None) => None,
+                                    Some(Some(n)) => {
+                                        self.max_ctx_from(req, ub, fa, kv, caps, Some(n))
+                                    }
+                                    None => self.max_ctx(req, ub, fa, kv, caps),
+                                };
+                                match known.get_mut(i - 1) {
+                                    Some(slot) => *slot = n,
+                                    None => known.push(n),
+                                }
+                                match n {
+                                    Some(n) => n,
+                                    None => continue,
+                                }
                             }
+                        };
+                        let cfg = self.config(n_ctx, req, ub, fa, kv);
+                        let Some((layout, status, t)) = self.solve(&cfg, caps, req) else {
+                            continue;
+                        };
+                        ms += t;
+                        let plan = self.plan_of(layout, cfg, req);
+                        let pred = self.predict(&plan);
+                        if best.as_ref().is_none_or(|b| {
+                            better(&plan, &pred, &b.0, &b.3, req.ctx == CtxRequest::Max)
+                        }) {
+                            best = Some((plan, status, 0.0, pred));
                         }
-                    };
-                    let cfg = self.config(n_ctx, req, ub, fa, kv);
-                    let Some((layout, status, t)) = self.solve(&cfg, caps, req) else {
-                        continue;
-                    };
-                    ms += t;
-                    let plan = self.plan_of(layout, cfg);
-                    let pred = self.predict(&plan);
-                    if best.as_ref().is_none_or(|b| {
-                        better(&plan, &pred, &b.0, &b.3, req.ctx == CtxRequest::Max)
-                    }) {
-                        best = Some((plan, status, 0.0, pred));
                     }
                 }
             }
