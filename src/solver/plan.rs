@@ -1334,6 +1334,200 @@ mod tests {
         assert!(predict_layout(&m, &bare, &out.plan.ctx, &Layout::cpu_only(48), true).is_none());
     }
 
+    fn shipped(file: &str) -> Model {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        Model::load(&dir.join(file)).unwrap()
+    }
+
+    /// Llama-3.1-8B with its Llama-3.2-1B draft on the 8 GB laptop preset
+    /// at 32k: the planner reserves the draft where it puts it, the exact
+    /// simulator (which loads the draft too) agrees, and the draft on the
+    /// GPU beats both the draft on the host and no draft at all although
+    /// it costs the target six GPU layers.
+    #[test]
+    fn draft_on_the_gpu_is_reserved_simulated_and_faster() {
+        use crate::solver::exact::{LlamaCppDraftSimulator, LlamaCppSimulator};
+        let m = shipped("llama-3.1-8b-q8_0.toml");
+        let d = shipped("llama-3.2-1b-q8_0.toml");
+        let (hw, _) = crate::hardware::presets::load_file_or_preset("laptop-rtx4060").unwrap();
+        let req = Request {
+            ctx: CtxRequest::Fixed(32768),
+            ..Request::default()
+        };
+        let draft = DraftModel {
+            model: &d,
+            path: "d.gguf".into(),
+            n_max: 3,
+            accept: 0.7,
+        };
+        let sim = LlamaCppDraftSimulator {
+            opts: Default::default(),
+            draft: &d,
+        };
+        let p = Planner::new(&m, &hw, None)
+            .unwrap()
+            .with_draft(draft.clone());
+        let out = p.plan(&req, &sim).unwrap();
+        let a = out.argv.join(" ");
+        assert!(
+            a.contains("-md d.gguf --spec-type draft-simple --spec-draft-n-max 3 -ngld all -devd CUDA0 -ctkd f16 -ctvd f16"),
+            "{a}"
+        );
+        assert_eq!(out.report.layer_dev, out.plan.layout.layer_dev);
+        assert!(p.overflows(&out.report, req.margin).is_empty());
+        // The report holds the draft: the target's flags alone leave out
+        // exactly what the draft's own context takes on CUDA0 (weights with
+        // the duplicated tied output 1.22 GiB, 32k × 16 layers f16 KV 1 GiB).
+        let main_only: Vec<String> = {
+            let k = out.argv.iter().position(|x| x == "-md").unwrap();
+            let mut v = out.argv[..k].to_vec();
+            v.extend(["-fit".to_string(), "off".to_string()]);
+            v
+        };
+        let alone = LlamaCppSimulator::default()
+            .simulate(&m, &hw, &main_only)
+            .unwrap();
+        let (du, _) = p
+            .draft_use(&out.plan.ctx, DraftPlace::Device(0), &[0])
+            .unwrap();
+        assert_eq!(
+            out.report.devices[0].total() - alone.devices[0].total(),
+            du[0]
+        );
+        assert_eq!(
+            out.report.devices[0].context_bytes - alone.devices[0].context_bytes,
+            32768 * 16 * 2 * 512 * 2
+        );
+        let dp = out.draft.as_ref().unwrap();
+        assert_eq!(dp.device, "CUDA0");
+        // (1 − 0.7⁴) / 0.3 tokens per step.
+        assert!((dp.tokens_per_step - 2.533).abs() < 1e-3);
+        assert!(
+            dp.effective_decode_tps > 1.8 * dp.target_decode_tps,
+            "{dp:?}"
+        );
+        // The alternatives the search rejected.
+        let host = p
+            .plan(
+                &Request {
+                    draft_place: Some(DraftPlace::Host),
+                    ..req.clone()
+                },
+                &sim,
+            )
+            .unwrap();
+        assert!(host.argv.join(" ").contains("-ngld 0"));
+        let plain = Planner::new(&m, &hw, None)
+            .unwrap()
+            .plan(&req, &LlamaCppSimulator::default())
+            .unwrap();
+        let gpu_layers = |o: &Outcome| o.plan.layout.layer_dev.iter().flatten().count();
+        assert!(gpu_layers(&plain) >= gpu_layers(&out) + 6);
+        assert!(out.prediction.decode_tps > 1.2 * host.prediction.decode_tps);
+        assert!(host.prediction.decode_tps > 1.2 * plain.prediction.decode_tps);
+    }
+
+    /// `-b`: the candidates and the one constraint a draft adds.
+    #[test]
+    fn batch_candidates_respect_ub_and_drafted_tokens() {
+        let m = shipped("llama-3.1-8b-q8_0.toml");
+        let d = shipped("llama-3.2-1b-q8_0.toml");
+        let hw = two_gpus();
+        let p = Planner::new(&m, &hw, None).unwrap();
+        let req = Request::default();
+        assert_eq!(p.batch_candidates(&req, 512), vec![2048, 4096, 512]);
+        assert_eq!(p.batch_candidates(&req, 4096), vec![4096]);
+        assert_eq!(p.batch_for(&req, 8192), 8192);
+        let p = p.with_draft(DraftModel {
+            model: &d,
+            path: "d.gguf".into(),
+            n_max: 16,
+            accept: 0.7,
+        });
+        // 256 slots × (1 + 16) drafted tokens must fit one batch.
+        let many = Request {
+            slots: 256,
+            ..Request::default()
+        };
+        assert_eq!(p.batch_candidates(&many, 512), vec![4352]);
+        let bad = Request {
+            batch: Some(1024),
+            ..many
+        };
+        assert!(matches!(
+            p.plan(&bad, &PlanningSimulator),
+            Err(PlanError::BadRequest(_))
+        ));
+    }
+
+    /// The exact simulator agrees that `-b` at or above `-ub` changes no
+    /// memory, and that below it `-b` is the micro-batch.
+    #[test]
+    fn batch_changes_compute_only_below_the_ubatch() {
+        use crate::solver::exact::LlamaCppSimulator;
+        let m = shipped("llama-3.1-8b-q8_0.toml");
+        let (hw, _) = crate::hardware::presets::load_file_or_preset("laptop-rtx4060").unwrap();
+        let run = |b: &str, ub: &str| {
+            let a: Vec<String> = [
+                "-c", "8192", "-np", "1", "-b", b, "-ub", ub, "-ngl", "99", "-fa", "on", "-fit",
+                "off",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let r = LlamaCppSimulator::default().simulate(&m, &hw, &a).unwrap();
+            (r.devices[0].compute_bytes, r.host.compute_bytes)
+        };
+        let base = run("2048", "512");
+        assert_eq!(run("512", "512"), base);
+        assert_eq!(run("4096", "512"), base);
+        let small = run("256", "512");
+        assert_eq!(small, run("256", "256"));
+        assert!(small.0 < base.0, "{small:?} vs {base:?}");
+    }
+
+    /// gpt-oss-120b on the 4090 + 5070 Ti preset at 64k: the 4090 last in
+    /// `-dev` (holding the output layer and the last blocks) decodes as fast
+    /// and prefills almost twice as fast as the hardware order, and the
+    /// exact simulator places the reordered flags as planned.
+    #[test]
+    fn a_reordered_dev_list_wins_and_is_reproduced() {
+        use crate::solver::exact::LlamaCppSimulator;
+        let m = shipped("gpt-oss-120b-mxfp4.toml");
+        let (hw, _) = crate::hardware::presets::load_file_or_preset("rtx4090-rtx5070ti").unwrap();
+        let p = Planner::new(&m, &hw, None).unwrap();
+        let req = Request {
+            ctx: CtxRequest::Fixed(65536),
+            ..Request::default()
+        };
+        let sim = LlamaCppSimulator::default();
+        let re = p.plan(&req, &sim).unwrap();
+        let fixed = p
+            .plan(
+                &Request {
+                    reorder: false,
+                    ..req.clone()
+                },
+                &sim,
+            )
+            .unwrap();
+        let a = re.argv.join(" ");
+        assert!(a.contains("-dev CUDA1,CUDA0"), "{a}");
+        assert!(!fixed.argv.join(" ").contains("-dev"));
+        assert_eq!(re.report.layer_dev, re.plan.layout.layer_dev);
+        assert_eq!(re.report.ffn_host, re.plan.layout.ffn_host);
+        // The output layer on CUDA0, the first blocks on CUDA1.
+        assert_eq!(re.plan.layout.layer_dev.last(), Some(&Some(0)));
+        assert_eq!(re.plan.layout.layer_dev[0], Some(1));
+        assert!(re.prediction.decode_tps >= 0.99 * fixed.prediction.decode_tps);
+        assert!(
+            re.prediction.prefill_tps > 1.5 * fixed.prediction.prefill_tps,
+            "{} vs {}",
+            re.prediction.prefill_tps,
+            fixed.prediction.prefill_tps
+        );
+    }
+
     #[test]
     fn does_not_fit_names_the_host_and_nearest_plans() {
         let m = build(&Spec::qwen3_next_like());
