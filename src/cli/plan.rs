@@ -8,8 +8,12 @@
 //! output_bytes, total_bytes, memory_bytes, capacity_bytes, headroom_bytes,
 //! time_share }], predicted: { decode_tps, prefill_tps, splits_tg,
 //! splits_pp, shares: [{ name, decode_s, share }] } | null, solver_status,
-//! solver_ms, rounds, simulator, argv, baselines?, sweep? }`. The host is the
-//! last `devices` row (`name` = `CPU`). `predicted` is null when the hardware
+//! solver_ms, rounds, simulator, argv, draft, baselines?, sweep? }`. The host
+//! is the last `devices` row (`name` = `CPU`). `draft` is null without
+//! `--draft`, else `{ device, n_max, accept, tokens_per_step,
+//! draft_decode_tps, verify_s, target_decode_tps, effective_decode_tps }`;
+//! with a draft `predicted.decode_tps` is the effective speed of
+//! speculative decoding and `devices[]` include the draft's memory. `predicted` is null when the hardware
 //! file lacks bandwidths. A request that cannot fit exits with code 3 and
 //! `{ fits: false, short: [{ target, need, capacity }], nearest: [{ change,
 //! n_ctx, decode_tps, argv }] }`.
