@@ -863,6 +863,17 @@ impl<'a> Planner<'a> {
         if req.ubatch.is_empty() || req.flash_attn.is_empty() || req.kv_types.is_empty() {
             return Err(PlanError::BadRequest("empty candidate set".into()));
         }
+        if let Some(d) = &self.draft {
+            // common_speculative_are_compatible (common/speculative.cpp):
+            // llama-server refuses a draft whose vocabulary size differs by
+            // more than SPEC_VOCAB_MAX_SIZE_DIFFERENCE = 128 tokens.
+            let (a, b) = (self.model.hparams.n_vocab, d.model.hparams.n_vocab);
+            if a.abs_diff(b) > 128 {
+                return Err(PlanError::BadRequest(format!(
+                    "the draft's vocabulary ({b} tokens) differs from the target's ({a}) by more than 128: llama-server refuses it (common_speculative_are_compatible)"
+                )));
+            }
+        }
         if let (Some(b), Some(d)) = (req.batch, &self.draft) {
             let need = u64::from(req.slots.max(1)) * (1 + u64::from(d.n_max));
             if b < need {
@@ -1036,6 +1047,10 @@ impl<'a> Planner<'a> {
             &open,
             &Request {
                 solver: SolverChoice::Dp,
+                // A draft counted where it takes the least device memory.
+                draft_place: req
+                    .draft_place
+                    .or(self.draft.as_ref().map(|_| DraftPlace::Host)),
                 ..req.clone()
             },
         ) {
