@@ -276,8 +276,10 @@ impl<'a> Planner<'a> {
     }
 
     /// `-dev` orders worth trying: the default, and with 2–4 devices and
-    /// bandwidths in the hardware file, each device moved last (it then holds the output layer and the last
-    /// blocks; llama.cpp assigns ranges in `-dev` order, `load_tensors`).
+    /// bandwidths in the hardware file, each device moved last (it then
+    /// holds the output layer and the last blocks; llama.cpp assigns ranges
+    /// in `-dev` order, `load_tensors`) and each moved first (it receives
+    /// the op-offload copies). Two devices: both orders.
     fn orders(&self, req: &Request) -> Vec<Vec<usize>> {
         if let Some(o) = &req.dev_order {
             return vec![o.clone()];
@@ -291,11 +293,19 @@ impl<'a> Planner<'a> {
             && (2..=4).contains(&self.order.len())
         {
             for k in 0..self.order.len() {
+                // Moved last: it holds the output layer and the last blocks.
                 let mut o = self.order.clone();
                 let d = o.remove(k);
                 o.push(d);
-                if !out.contains(&o) {
-                    out.push(o);
+                // Moved first: it takes the op-offload copies of host
+                // weights during prefill (the first model device, §4.5).
+                let mut f = self.order.clone();
+                f.remove(k);
+                f.insert(0, d);
+                for o in [o, f] {
+                    if !out.contains(&o) {
+                        out.push(o);
+                    }
                 }
             }
         }
@@ -1440,6 +1450,60 @@ mod tests {
         assert!(gpu_layers(&plain) >= gpu_layers(&out) + 6);
         assert!(out.prediction.decode_tps > 1.2 * host.prediction.decode_tps);
         assert!(host.prediction.decode_tps > 1.2 * plain.prediction.decode_tps);
+    }
+
+    #[test]
+    fn device_orders_tried() {
+        let m = build(&Spec::llama_8b_like());
+        let gpu = |n: u32, bw: bool| {
+            format!(
+                "[[devices]]\nname = \"CUDA{n}\"\nkind = \"cuda\"\nmemory_mib = 8192\n{}",
+                if bw {
+                    "bandwidth_gbs = 500\nfp16_tflops = 50\nlink_gbs = 25\n"
+                } else {
+                    ""
+                }
+            )
+        };
+        let hw = |bw: bool| {
+            Hardware::from_toml_str(&format!(
+                "[host]\nmemory_mib = 65536\n{}\n{}{}{}",
+                if bw {
+                    "bandwidth_gbs = 80\ncores = 8"
+                } else {
+                    ""
+                },
+                gpu(0, bw),
+                gpu(1, bw),
+                gpu(2, bw)
+            ))
+            .unwrap()
+        };
+        let with_bw = hw(true);
+        let p = Planner::new(&m, &with_bw, None).unwrap();
+        let req = Request::default();
+        assert_eq!(
+            p.orders(&req),
+            vec![
+                vec![0, 1, 2],
+                vec![1, 2, 0],
+                vec![0, 2, 1],
+                vec![1, 0, 2],
+                vec![2, 0, 1]
+            ]
+        );
+        let fixed = Request {
+            reorder: false,
+            ..Request::default()
+        };
+        assert_eq!(p.orders(&fixed), vec![vec![0, 1, 2]]);
+        // --devices fixes the order; without bandwidths nothing ranks orders.
+        let names = ["CUDA2".to_string(), "CUDA0".to_string()];
+        let given = Planner::new(&m, &with_bw, Some(&names)).unwrap();
+        assert_eq!(given.orders(&req), vec![vec![2, 0]]);
+        let no_bw = hw(false);
+        let p = Planner::new(&m, &no_bw, None).unwrap();
+        assert_eq!(p.orders(&req), vec![vec![0, 1, 2]]);
     }
 
     /// `-b`: the candidates and the one constraint a draft adds.
