@@ -712,8 +712,10 @@ fn explain(hw: &Hardware, planner: &Planner, out: &Outcome, bases: &[Baseline], 
         "How: every device keeps {margin} free; the DP searches every contiguous split (CPU prefix, \
          then one range per device in order) and, where a range does not fit, moves the routed \
          experts (dense models: FFN) of its first blocks to the host; the MILP covers models whose \
-         blocks differ. Decode time = Σ bytes read per token ÷ bandwidth + 20 µs per graph split; \
-         prefill = FLOPs ÷ TFLOPS + host weights copied per micro-batch (README \"Speed model\")."
+         blocks differ; with bandwidths it also tries other -dev orders, and with --draft every \
+         place of the draft (its memory reserved first). Decode time = Σ bytes read per token ÷ \
+         bandwidth + 20 µs per graph split (with a draft: accepted tokens per draft-and-verify \
+         step); prefill = FLOPs ÷ TFLOPS + host weights copied per micro-batch (README \"Speed model\")."
     );
     if let Some(p) = planner.rates.complete.then_some(&out.prediction) {
         let shares: Vec<String> = p
