@@ -175,6 +175,10 @@ pub fn simulate(
             );
         }
     }
+    if draft.is_none() && flags.draft.is_some() {
+        sim.warnings
+            .push("-md given but no draft model to simulate: its memory is not counted".into());
+    }
     Ok(sim)
 }
 

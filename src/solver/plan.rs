@@ -260,7 +260,9 @@ impl<'a> Planner<'a> {
 
     /// Plan with a draft model: its memory is reserved where the plan puts
     /// it, its flags are emitted and simulated, and the speed is the
-    /// effective speed of speculative decoding.
+    /// effective speed of speculative decoding. Pass [`Self::plan`] a
+    /// simulator that loads the draft too
+    /// ([`super::exact::LlamaCppDraftSimulator`]); the plain one ignores `-md`.
     pub fn with_draft(mut self, draft: DraftModel<'a>) -> Planner<'a> {
         self.draft = Some(draft);
         self
