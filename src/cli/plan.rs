@@ -590,6 +590,12 @@ fn print_plan(a: &Args, model: &Model, source: &str, out: &Outcome, rows: &[Devi
                 d.target_decode_tps,
                 d.effective_decode_tps
             );
+            if d.effective_decode_tps < d.target_decode_tps {
+                println!(
+                    "note: the draft slows decoding here (verifying {} tokens reads more of the target than it saves); plan without --draft",
+                    d.n_max + 1
+                );
+            }
         } else {
             println!("draft on {}: {} tokens per step", d.device, d.n_max);
         }

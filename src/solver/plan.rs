@@ -1054,23 +1054,32 @@ impl<'a> Planner<'a> {
         let cfg = self.config(n_ctx, req, req.ubatch[0], req.flash_attn[0], kv);
         let c = self.costs(&cfg);
         let open = (caps.0.clone(), u64::MAX);
+        // A draft counted where it takes the least device memory.
+        let draft_place = req
+            .draft_place
+            .or(self.draft.as_ref().map(|_| DraftPlace::Host));
         if let Some((layout, _, _)) = self.solve(
             &cfg,
             &open,
             &Request {
                 solver: SolverChoice::Dp,
-                // A draft counted where it takes the least device memory.
-                draft_place: req
-                    .draft_place
-                    .or(self.draft.as_ref().map(|_| DraftPlace::Host)),
+                draft_place,
                 ..req.clone()
             },
         ) {
             let (h, devs) = memory(&c, &layout, self.hw.devices.len(), true, cfg.pp_tokens());
-            let usage = Usage {
+            let mut usage = Usage {
                 host: Bytes(h.total()),
                 devices: devs.iter().map(|m| Bytes(m.total())).collect(),
             };
+            // The draft where it was counted (it is not in the layout).
+            if let Some((du, dh)) = draft_place.and_then(|pl| self.draft_use(&cfg, pl, &self.order))
+            {
+                usage.host = Bytes(usage.host.0 + dh);
+                for (u, x) in usage.devices.iter_mut().zip(du) {
+                    *u = Bytes(u.0 + x);
+                }
+            }
             short = self.hw.overflows(&usage);
         }
         if short.is_empty() {
@@ -1506,6 +1515,62 @@ mod tests {
         let no_bw = hw(false);
         let p = Planner::new(&m, &no_bw, None).unwrap();
         assert_eq!(p.orders(&req), vec![vec![0, 1, 2]]);
+    }
+
+    /// Qwen3-30B-A3B with a Qwen3-0.6B draft: verifying 4 tokens reads the
+    /// union of the experts they route to (1 − (1 − 8/128)⁴ = 22.8 % of
+    /// each layer's instead of 6.25 %), so on the 4090 + 5070 Ti the draft
+    /// predicts slower decoding than the target alone; on the laptop the
+    /// draft's memory is what makes 16k no longer fit, and the error says so.
+    #[test]
+    fn a_moe_target_verifies_the_union_of_experts() {
+        use crate::solver::exact::LlamaCppDraftSimulator;
+        let m = shipped("qwen3-30b-a3b-q4_k_m.toml");
+        let d = shipped("qwen3-0.6b-q8_0.toml");
+        let draft = DraftModel {
+            model: &d,
+            path: "d.gguf".into(),
+            n_max: 3,
+            accept: 0.7,
+        };
+        let sim = LlamaCppDraftSimulator {
+            opts: Default::default(),
+            draft: &d,
+        };
+        let (hw, _) = crate::hardware::presets::load_file_or_preset("rtx4090-rtx5070ti").unwrap();
+        let p = Planner::new(&m, &hw, None)
+            .unwrap()
+            .with_draft(draft.clone());
+        let req = Request {
+            ctx: CtxRequest::Fixed(32768),
+            ..Request::default()
+        };
+        let out = p.plan(&req, &sim).unwrap();
+        let dp = out.draft.unwrap();
+        // Every block on the GPUs: verify reads 22.8 % instead of 6.25 % of
+        // the experts (attention and the 32k KV read once), 1.56× the
+        // target's own decode time.
+        let ratio = dp.verify_s * dp.target_decode_tps;
+        assert!((1.5..1.6).contains(&ratio), "{ratio} {dp:?}");
+        assert!(dp.effective_decode_tps < dp.target_decode_tps, "{dp:?}");
+
+        let (laptop, _) = crate::hardware::presets::load_file_or_preset("laptop-rtx4060").unwrap();
+        let q8 = Request {
+            ctx: CtxRequest::Fixed(16384),
+            kv_types: vec![(GgmlType::Q8_0, GgmlType::Q8_0)],
+            ..Request::default()
+        };
+        let plain = Planner::new(&m, &laptop, None).unwrap();
+        assert!(plain
+            .plan(&q8, &crate::solver::exact::LlamaCppSimulator::default())
+            .is_ok());
+        let p = Planner::new(&m, &laptop, None).unwrap().with_draft(draft);
+        let Err(PlanError::DoesNotFit { short, .. }) = p.plan(&q8, &sim) else {
+            panic!("fits with the draft")
+        };
+        assert_eq!(short[0].target, "host");
+        // At least the draft's own weights (604 MiB) short.
+        assert!(short[0].shortfall() > Bytes::from_mib(604), "{}", short[0]);
     }
 
     /// `-b`: the candidates and the one constraint a draft adds.
