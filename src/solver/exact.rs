@@ -162,12 +162,8 @@ mod tests {
         let (hw, _) = crate::hardware::presets::load_file_or_preset("rtx4090-rtx5070ti").unwrap();
         let p = Planner::new(&m, &hw, None).unwrap();
         for ctx in [32768, 131072] {
-            // The hardware file's -dev order: the planning model's split
-            // count below is checked for it (a reordered -dev can differ
-            // from the scheduler's by one split).
             let req = Request {
                 ctx: CtxRequest::Fixed(ctx),
-                reorder: false,
                 ..Request::default()
             };
             let sim = LlamaCppSimulator::default();
