@@ -127,9 +127,10 @@ pub struct Args {
     /// The draft GGUF path llama-server loads (`-md`); default: --draft.
     #[arg(long, value_name = "PATH", requires = "draft")]
     pub draft_path: Option<String>,
-    /// Tokens drafted per step (`--spec-draft-n-max`; llama.cpp's default 3).
-    #[arg(long, default_value_t = 3, requires = "draft")]
-    pub draft_max: u32,
+    /// Tokens drafted per step (`--spec-draft-n-max`; llama.cpp's default
+    /// 3), or `auto`: the count in 1..=16 with the best predicted speed.
+    #[arg(long, default_value = "3", requires = "draft")]
+    pub draft_max: String,
     /// Assumed probability that the target accepts a drafted token (speed
     /// model only; llama-server logs the measured `draft acceptance`).
     #[arg(long, default_value_t = 0.7, requires = "draft")]
@@ -401,9 +402,13 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
             if !(0.0..=1.0).contains(&a.draft_accept) {
                 bail!("--draft-accept must be between 0 and 1");
             }
-            if a.draft_max == 0 {
-                bail!("--draft-max must be positive");
-            }
+            let (n_max, auto) = match a.draft_max.as_str() {
+                "auto" => (16, true),
+                n => match n.parse::<u32>() {
+                    Ok(n) if n > 0 => (n, false),
+                    _ => bail!("--draft-max: expected a positive count or auto, got {n:?}"),
+                },
+            };
             req.draft_place = match a.draft_dev.as_deref() {
                 None => None,
                 Some("CPU") | Some("cpu") => Some(DraftPlace::Host),
@@ -420,7 +425,8 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
                     .draft_path
                     .clone()
                     .unwrap_or_else(|| a.draft.clone().unwrap_or_default()),
-                n_max: a.draft_max,
+                n_max,
+                auto,
                 accept: a.draft_accept,
             });
             Box::new(LlamaCppDraftSimulator {
