@@ -409,7 +409,7 @@ const IGNORED_SWITCHES: &[&str] = &[
     "--cache-prompt",
 ];
 
-/// `--spec-type` values (common/speculative.cpp `common_speculative_type_from_name`).
+/// `--spec-type` values (common/speculative.cpp `common_speculative_type_from_name_map`).
 const SPEC_TYPES: &[&str] = &[
     "none",
     "draft-simple",
