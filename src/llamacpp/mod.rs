@@ -9,6 +9,7 @@ pub mod build;
 pub mod context;
 pub mod device;
 pub mod error;
+pub mod fit;
 pub mod flags;
 pub mod graph;
 pub mod kv;
@@ -23,7 +24,7 @@ pub use build::{LlamaBuild, FIXTURE_BUILD};
 pub use context::CtxParams;
 pub use device::{BackendKind, Device};
 pub use error::{FlagError, SimError};
-pub use flags::{Flags, Tool};
+pub use flags::{Flags, TensorOverride, Tool};
 pub use place::{Buft, HostCpu, Placement};
 
 use crate::model::{Model, TensorGroup};

@@ -40,6 +40,7 @@ struct FxDevice {
 
 #[derive(Deserialize)]
 struct Fitted {
+    raw: String,
     c: u64,
     ngl: i64,
     ts: Option<Vec<u64>>,
@@ -310,3 +311,117 @@ fn agreement(use_sim: bool, floors: [usize; 5]) {
         );
     }
 }
+
+/// `llamacpp::fit::fit` (fit.cpp's algorithm with the exact simulator as
+/// its dry-run probe) against every fixture: the printed `-c`, `-ngl`, `-ts`
+/// and `-ot` compared verbatim.
+#[test]
+fn llamacpp_fit_agrees_with_llama_fit_params() {
+    let all = fixtures();
+    assert_eq!(all.len(), 160);
+    let mut models: HashMap<String, Model> = HashMap::new();
+    let mut ok = [0usize; 5];
+    let mut per_model: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut misses = Vec::new();
+    let mut probes = 0;
+    let t0 = std::time::Instant::now();
+    for fx in &all {
+        let model: &Model = models.entry(fx.model.clone()).or_insert_with(|| {
+            let p = profile_path(&fx.model);
+            Model::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        });
+        let devices: Vec<Device> = fx
+            .devices
+            .iter()
+            .map(|d| Device {
+                name: d.name.clone(),
+                buft: d.buft.clone(),
+                kind: BackendKind::Rpc,
+                total_bytes: d.free_bytes,
+                free_bytes: d.free_bytes,
+            })
+            .collect();
+        let mut flags = Flags::parse(&fx.args).unwrap();
+        flags.tool = Tool::Completion;
+        let opts = Options {
+            build: LlamaBuild(11434),
+            no_alloc: true,
+            ..Options::default()
+        };
+        let out = llamacpp::fit::fit(model, None, &devices, &flags, &opts, None)
+            .unwrap_or_else(|e| panic!("{}: {e}", fx.case));
+        probes += out.probes;
+        let ngl = out
+            .placement
+            .as_ref()
+            .map_or(-1, |p| i64::from(p.n_gpu_layers));
+        let argv = out
+            .placement
+            .as_ref()
+            .map(|p| {
+                let md: Vec<usize> = (0..devices.len()).collect();
+                llamacpp::fit::placement_argv(p, devices.len(), &devices, &md)
+            })
+            .unwrap_or_default();
+        let after = |f: &str| {
+            argv.iter()
+                .position(|a| a == f)
+                .and_then(|i| argv.get(i + 1))
+                .cloned()
+        };
+        let ts: Option<Vec<u64>> =
+            after("-ts").map(|t| t.split(',').map(|x| x.parse().unwrap()).collect());
+        let ot: Vec<String> = after("-ot")
+            .map(|t| t.split(',').map(str::to_string).collect())
+            .unwrap_or_default();
+        let m = [
+            out.final_ctx == fx.fitted.c,
+            ngl == fx.fitted.ngl,
+            ts == fx.fitted.ts,
+            ot == fx.fitted.ot,
+        ];
+        let all_ok = m.iter().all(|&x| x);
+        for (k, &x) in m.iter().chain([all_ok].iter()).enumerate() {
+            ok[k] += usize::from(x);
+        }
+        let e = per_model.entry(fx.model.clone()).or_default();
+        e.0 += usize::from(all_ok);
+        e.1 += 1;
+        if !all_ok {
+            misses.push(format!(
+                "{} [{:?}]:\n    fit {}\n    sim -c {} {}",
+                fx.case,
+                out.status,
+                fx.fitted.raw,
+                out.final_ctx,
+                argv.join(" ")
+            ));
+        }
+    }
+    let n = all.len();
+    println!(
+        "llama-fit-params vs llamacpp::fit ({n} cases, {probes} probes, {:.2} s)",
+        t0.elapsed().as_secs_f64()
+    );
+    for (name, k) in ["-c", "-ngl", "-ts", "-ot", "all four"].iter().zip(ok) {
+        println!(
+            "  {name:<9} {k:>4}/{n}  ({:.1} %)",
+            100.0 * k as f64 / n as f64
+        );
+    }
+    for (m, (a, t)) in &per_model {
+        println!("  {m:<32} {a}/{t}");
+    }
+    for l in &misses {
+        println!("{l}");
+    }
+    for (k, (&got, &floor)) in ok.iter().zip(&FLOORS_FIT).enumerate() {
+        assert!(
+            got >= floor,
+            "field {k}: {got} exact matches, floor {floor}"
+        );
+    }
+}
+
+/// Floors for [`llamacpp_fit_agrees_with_llama_fit_params`].
+const FLOORS_FIT: [usize; 5] = [160, 156, 158, 158, 156];
