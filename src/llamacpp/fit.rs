@@ -638,17 +638,30 @@ pub fn problem(
 /// Compiled `-ot` patterns, so repeated probes do not recompile them.
 #[derive(Default)]
 struct PatternCache {
-    map: HashMap<(u32, Fraction), OverridePattern>,
+    map: HashMap<(Vec<u32>, Fraction), OverridePattern>,
     all_experts: Option<OverridePattern>,
 }
 
 impl PatternCache {
-    fn get(&mut self, il: u32, f: Fraction) -> Result<OverridePattern, SimError> {
-        if let Some(p) = self.map.get(&(il, f)) {
+    /// [`Fraction::pattern`] for several layers at once:
+    /// `blk\.(a|b|…)\.<rest>` selects exactly the union of the per-layer
+    /// patterns.
+    fn get(&mut self, layers: &[u32], f: Fraction) -> Result<OverridePattern, SimError> {
+        let key = (layers.to_vec(), f);
+        if let Some(p) = self.map.get(&key) {
             return Ok(p.clone());
         }
-        let p = OverridePattern::new(&f.pattern(il))?;
-        self.map.insert((il, f), p.clone());
+        let src = match layers {
+            [il] => f.pattern(*il),
+            _ => {
+                let alt: Vec<String> = layers.iter().map(u32::to_string).collect();
+                let one = f.pattern(0);
+                let rest = one.strip_prefix("blk\\.0").unwrap_or(&one);
+                format!("blk\\.({}){rest}", alt.join("|"))
+            }
+        };
+        let p = OverridePattern::new(&src)?;
+        self.map.insert(key, p.clone());
         Ok(p)
     }
 }
@@ -672,6 +685,7 @@ fn apply(
     devices: &[Device],
     model_devs: &[usize],
     cache: &mut PatternCache,
+    merge: bool,
 ) -> Result<(), SimError> {
     flags.gpu_layers = GpuLayers::N(pl.n_gpu_layers);
     flags.gpu_layers_set = true;
@@ -679,9 +693,29 @@ fn apply(
         flags.tensor_split = pl.tensor_split.iter().map(|&n| f64::from(n)).collect();
     }
     flags.overrides.clear();
+    if !merge {
+        for &(il, f, to) in &pl.overrides {
+            flags.overrides.push(TensorOverride {
+                pattern: cache.get(&[il], f)?,
+                target: target_name(to, devices, model_devs),
+            });
+        }
+        return Ok(());
+    }
+    // Each pattern names one layer, so no tensor matches two of them and
+    // their order does not matter: one alternation per (part, target)
+    // selects the same tensors with one regex search per tensor instead of
+    // one per layer (the probe's cost with ~50 per-layer patterns).
+    let mut groups: Vec<((Fraction, OverflowTo), Vec<u32>)> = Vec::new();
     for &(il, f, to) in &pl.overrides {
+        match groups.iter_mut().find(|(k, _)| *k == (f, to)) {
+            Some((_, v)) => v.push(il),
+            None => groups.push(((f, to), vec![il])),
+        }
+    }
+    for ((f, to), layers) in groups {
         flags.overrides.push(TensorOverride {
-            pattern: cache.get(il, f)?,
+            pattern: cache.get(&layers, f)?,
             target: target_name(to, devices, model_devs),
         });
     }
@@ -746,7 +780,7 @@ pub fn fit(
                 overflow,
             } => {
                 let pl = placement_of(pb.hp_ngl, per_device, overflow);
-                apply(&mut f, &pl, nd, devices, &model_devs, &mut cache)?;
+                apply(&mut f, &pl, nd, devices, &model_devs, &mut cache, true)?;
             }
         }
         let sim = super::simulate(model, draft, devices, &f, &probe_opts)?;
@@ -756,15 +790,23 @@ pub fn fit(
     };
     let sol = solve(&pb, &mut measure)?;
     let mut out = flags.clone();
-    let n_ctx_changed = pb.n_ctx.is_none() && sol.status != FitStatus::Unchanged;
+    // With `-c` unset fit writes the context it resolved into
+    // `cparams.n_ctx` before anything else (fit.cpp:270-276), so even
+    // "no changes needed" turns n_ctx = 0 into n_ctx_train · n_streams,
+    // which differs from llama_context's own n_ctx_train with several
+    // streams. `-sm tensor` throws before that.
+    let ctx_by_fit = pb.n_ctx.is_none() && !pb.split_tensor;
+    let n_ctx_changed = ctx_by_fit && sol.n_ctx != pb.hp_nct;
     let mut argv = Vec::new();
-    let placement = sol.placement(pb.hp_ngl);
-    if sol.status != FitStatus::Unchanged {
+    if ctx_by_fit {
         out.ctx = Some(sol.n_ctx);
+    }
+    if n_ctx_changed {
         argv.extend(["-c".to_string(), sol.n_ctx.to_string()]);
     }
+    let placement = sol.placement(pb.hp_ngl);
     if let Some(pl) = &placement {
-        apply(&mut out, pl, nd, devices, &model_devs, &mut cache)?;
+        apply(&mut out, pl, nd, devices, &model_devs, &mut cache, false)?;
         argv.extend(placement_argv(pl, nd, devices, &model_devs));
     }
     Ok(FitOutcome {
@@ -772,7 +814,11 @@ pub fn fit(
         flags: out,
         argv,
         n_ctx: n_ctx_changed.then_some(sol.n_ctx),
-        final_ctx: sol.n_ctx,
+        final_ctx: if pb.split_tensor {
+            pb.n_ctx.unwrap_or(0)
+        } else {
+            sol.n_ctx
+        },
         placement,
         probes: sol.probes,
     })

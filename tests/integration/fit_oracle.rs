@@ -348,8 +348,17 @@ fn llamacpp_fit_agrees_with_llama_fit_params() {
             no_alloc: true,
             ..Options::default()
         };
+        let tc = std::time::Instant::now();
         let out = llamacpp::fit::fit(model, None, &devices, &flags, &opts, None)
             .unwrap_or_else(|e| panic!("{}: {e}", fx.case));
+        if std::env::var("FIT_TIMES").is_ok() {
+            println!(
+                "{:<50} {:>3} probes {:>7.1} ms",
+                fx.case,
+                out.probes,
+                tc.elapsed().as_secs_f64() * 1e3
+            );
+        }
         probes += out.probes;
         let ngl = out
             .placement
