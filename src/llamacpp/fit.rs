@@ -807,7 +807,7 @@ pub fn fit(
     let placement = sol.placement(pb.hp_ngl);
     if let Some(pl) = &placement {
         apply(&mut out, pl, nd, devices, &model_devs, &mut cache, false)?;
-        argv.extend(placement_argv(pl, nd, devices, &model_devs));
+        argv.extend(placement_argv(pl, nd, devices, &model_devs, false));
     }
     Ok(FitOutcome {
         status: sol.status,
@@ -824,18 +824,22 @@ pub fn fit(
     })
 }
 
-/// `-ngl N [-ts a,b,…] [-ot "pat=BUFT,…"]` as `llama-fit-params` prints
-/// them (tools/fit-params/fit-params.cpp: trailing zero splits dropped).
+/// `-ngl N [-ts a,b,…] [-ot "pat=BUFT,…"]`: fit's placement as llama-server
+/// flags. `printed`: exactly as `llama-fit-params` prints them
+/// (tools/fit-params/fit-params.cpp drops trailing zero splits, so `5,0`
+/// prints no `-ts` at all); otherwise every device's count, which reproduces
+/// the placement when passed back to llama.cpp.
 pub fn placement_argv(
     pl: &FitPlacement,
     nd: usize,
     devices: &[Device],
     model_devs: &[usize],
+    printed: bool,
 ) -> Vec<String> {
     let mut a = vec!["-ngl".to_string(), pl.n_gpu_layers.to_string()];
     if nd > 1 {
         let mut n = pl.tensor_split.len();
-        while n > 1 && pl.tensor_split[n - 1] == 0 {
+        while printed && n > 1 && pl.tensor_split[n - 1] == 0 {
             n -= 1;
         }
         if n > 1 {
@@ -856,6 +860,28 @@ pub fn placement_argv(
         a.push(ot.join(","));
     }
     a
+}
+
+/// The flags one probe adds to the given ones (for a probe that goes
+/// through argv, e.g. the planner's `Simulator`): nothing, fit's
+/// all-experts-on-CPU override, or fit's placement.
+pub fn probe_argv(
+    hp_ngl: u32,
+    layout: &FitLayout,
+    devices: &[Device],
+    model_devs: &[usize],
+) -> Vec<String> {
+    match layout {
+        FitLayout::Given => Vec::new(),
+        FitLayout::AllExpertsOnCpu => vec!["-ot".into(), format!("{PATTERN_MOE_ALL}=CPU")],
+        FitLayout::Layers {
+            per_device,
+            overflow,
+        } => {
+            let pl = placement_of(hp_ngl, per_device, overflow);
+            placement_argv(&pl, model_devs.len(), devices, model_devs, false)
+        }
+    }
 }
 
 /// A simulation as fit's probe sees it (`llama_get_memory_breakdown`:
