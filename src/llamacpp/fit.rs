@@ -230,6 +230,9 @@ fn placement_of(hp_ngl: u32, per_device: &[DeviceLayers], overflow: &[OverflowTo
 
 /// `common_params_fit_impl` (fit.cpp:178-876) against `measure`
 /// (`common_get_device_memory_data_impl`: context size and layout → bytes).
+/// Counts follow fit.cpp's `uint32_t` arithmetic; where fit.cpp asserts
+/// a difference is non-negative it saturates here instead of panicking on
+/// an inconsistent probe.
 pub fn solve<E>(
     pb: &FitProblem,
     measure: &mut dyn FnMut(u64, &FitLayout) -> Result<Measured, E>,
@@ -378,7 +381,7 @@ pub fn solve<E>(
     for id in (0..nd).rev() {
         let mut n_unassigned = hp_ngl + 1;
         for d in &ngl[id + 1..] {
-            n_unassigned -= d.n_layer;
+            n_unassigned = n_unassigned.saturating_sub(d.n_layer);
         }
         let mut high = ngl.clone();
         high[id].n_layer = n_unassigned;
@@ -392,7 +395,7 @@ pub fn solve<E>(
         if high[id].n_layer > 0 {
             let mut mem_high = probe(&high, &overflow)?;
             if mem_high[id] > targets[id] {
-                let mut delta = high[id].n_layer - ngl[id].n_layer;
+                let mut delta = high[id].n_layer.saturating_sub(ngl[id].n_layer);
                 while delta > 1 {
                     let step = false_position_step(delta, targets[id], mem[id], mem_high[id]);
                     let mut test = ngl.clone();
@@ -400,7 +403,7 @@ pub fn solve<E>(
                     if moe {
                         // the first layer of the last device is the output layer, always full
                         test[id].n_part += if id == nd - 1 && test[id].n_part == 0 {
-                            step - 1
+                            step.saturating_sub(1)
                         } else {
                             step
                         };
@@ -413,7 +416,7 @@ pub fn solve<E>(
                         high = test;
                         mem_high = mem_test;
                     }
-                    delta = high[id].n_layer - ngl[id].n_layer;
+                    delta = high[id].n_layer.saturating_sub(ngl[id].n_layer);
                 }
             } else {
                 ngl = high;
@@ -446,7 +449,7 @@ pub fn solve<E>(
             let n_move = if jd < nd - 1 {
                 high[jd].n_layer
             } else {
-                high[jd].n_layer - 1
+                high[jd].n_layer.saturating_sub(1)
             };
             high[id].n_layer += n_move;
             high[jd].n_layer -= n_move;
@@ -455,15 +458,15 @@ pub fn solve<E>(
         let id_dense_start_high = nd - 1;
         let mut mem_high = probe(&high, &overflow)?;
         if mem_high[id] > targets[id] {
-            let mut delta = high[id].n_full() - ngl[id].n_full();
+            let mut delta = high[id].n_full().saturating_sub(ngl[id].n_full());
             while delta > 1 {
                 let step = false_position_step(delta, targets[id], mem[id], mem_high[id]);
                 let mut test = ngl.clone();
                 let mut ids_test = id_dense_start;
                 let mut n_converted = 0;
                 while ids_test < nd {
-                    let n_convert = (step - n_converted).min(test[ids_test].n_part);
-                    test[ids_test].n_layer -= n_convert;
+                    let n_convert = step.saturating_sub(n_converted).min(test[ids_test].n_part);
+                    test[ids_test].n_layer = test[ids_test].n_layer.saturating_sub(n_convert);
                     test[ids_test].n_part -= n_convert;
                     test[id].n_layer += n_convert;
                     n_converted += n_convert;
@@ -483,7 +486,7 @@ pub fn solve<E>(
                     high = test;
                     mem_high = mem_test;
                 }
-                delta = high[id].n_full() - ngl[id].n_full();
+                delta = high[id].n_full().saturating_sub(ngl[id].n_full());
             }
         } else {
             ngl = high;
@@ -901,5 +904,138 @@ fn measured(sim: &Simulation, model_devs: &[usize]) -> Measured {
             })
             .collect(),
         host_total: cpu.map_or(0, |c| c.model_bytes + c.context_bytes + c.compute_bytes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(free: Vec<u64>, margin: u64, n_ctx: Option<u64>, hp_nex: u32) -> FitProblem {
+        FitProblem {
+            margins: vec![margin; free.len().max(1)],
+            free,
+            host_total: None,
+            n_ctx,
+            n_ctx_min: FIT_CTX_DEFAULT,
+            n_streams: 1,
+            hp_ngl: 10,
+            hp_nct: 32768,
+            hp_nex,
+            user_ngl: None,
+            locked: None,
+            split_tensor: false,
+        }
+    }
+
+    /// Bytes of a dense model of 10 blocks + output at 100 bytes each, 10
+    /// bytes of compute on every device with layers; the given parameters
+    /// split all 11 layers 7:4 (by free memory).
+    fn dense(l: &FitLayout, nd: usize) -> Measured {
+        let layers: Vec<u64> = match l {
+            FitLayout::Given | FitLayout::AllExpertsOnCpu => vec![7, 4],
+            FitLayout::Layers { per_device, .. } => {
+                per_device.iter().map(|d| u64::from(d.n_layer)).collect()
+            }
+        };
+        let total: Vec<u64> = (0..nd)
+            .map(|d| layers[d] * 100 + if layers[d] > 0 { 10 } else { 0 })
+            .collect();
+        Measured {
+            model: layers.iter().map(|&n| n * 100).collect(),
+            total,
+            host_total: 0,
+        }
+    }
+
+    #[test]
+    fn dense_layers_fill_devices_back_to_front_by_false_position() {
+        // Targets 600 and 300: the last device takes 2 layers (210), the
+        // first the 5 that fit (510); the 4 first blocks stay on the CPU.
+        let pb = problem(vec![700, 400], 100, Some(4096), 0);
+        let sol = solve(&pb, &mut |_, l| Ok::<_, ()>(dense(l, 2))).unwrap();
+        assert_eq!(sol.status, FitStatus::Fitted);
+        assert_eq!(sol.n_ctx, 4096);
+        let pl = sol.placement(10).unwrap();
+        assert_eq!(pl.n_gpu_layers, 7);
+        assert_eq!(pl.tensor_split, [5, 2]);
+        assert!(pl.overrides.is_empty());
+        // Every probe after the first is a bisection step, not a linear scan.
+        assert!(sol.probes <= 8, "{} probes", sol.probes);
+
+        // Enough room: nothing changes, one probe.
+        let pb = problem(vec![2000, 2000], 100, Some(4096), 0);
+        let sol = solve(&pb, &mut |_, l| Ok::<_, ()>(dense(l, 2))).unwrap();
+        assert_eq!((sol.status, sol.probes), (FitStatus::Unchanged, 1));
+
+        // A user-set -ngl stops fit after the context step.
+        let mut pb = problem(vec![700, 400], 100, Some(4096), 0);
+        pb.locked = Some("n_gpu_layers already set by user to 5".into());
+        let sol = solve(&pb, &mut |_, l| Ok::<_, ()>(dense(l, 2))).unwrap();
+        assert!(matches!(sol.status, FitStatus::Failed(_)));
+        assert!(sol.layers.is_none());
+    }
+
+    #[test]
+    fn unset_context_is_interpolated_and_rounded_to_256() {
+        // total = 1000 + 10 bytes per cell; 200000 free, 10000 margin:
+        // 4096 + 28672·(190000 − 41960)/(328680 − 41960) = 18900 → 18688.
+        let pb = problem(vec![200_000], 10_000, None, 0);
+        let mut seen = Vec::new();
+        let sol = solve(&pb, &mut |n_ctx, _| {
+            seen.push(n_ctx);
+            Ok::<_, ()>(Measured {
+                model: vec![1000],
+                total: vec![1000 + 10 * n_ctx],
+                host_total: 0,
+            })
+        })
+        .unwrap();
+        assert_eq!(seen, [32768, 4096]);
+        assert_eq!(sol.status, FitStatus::Fitted);
+        assert_eq!(sol.n_ctx, 18688);
+        assert!(sol.layers.is_none());
+    }
+
+    #[test]
+    fn overflow_patterns_match_fit_cpp() {
+        assert_eq!(
+            Fraction::Attn.pattern(7),
+            r"blk\.7\.ffn_(gate|up|gate_up|down).*"
+        );
+        assert_eq!(
+            Fraction::Up.pattern(7),
+            r"blk\.7\.ffn_(gate|gate_up|down).*"
+        );
+        assert_eq!(Fraction::Gate.pattern(7), r"blk\.7\.ffn_down.*");
+        assert_eq!(
+            Fraction::Moe.pattern(7),
+            r"blk\.7\.ffn_(up|down|gate_up|gate)_(ch|)exps"
+        );
+        // set_ngl_tensor_split_tbo: full layers first on each device, the
+        // first partial one overflows to its target, the rest go to the CPU.
+        let per_device = [
+            DeviceLayers {
+                n_layer: 3,
+                n_part: 1,
+                overflow: Fraction::Up,
+            },
+            DeviceLayers {
+                n_layer: 5,
+                n_part: 3,
+                overflow: Fraction::Moe,
+            },
+        ];
+        let pl = placement_of(10, &per_device, &[OverflowTo::Device(1), OverflowTo::Cpu]);
+        assert_eq!(pl.n_gpu_layers, 8);
+        assert_eq!(
+            pl.overrides,
+            [
+                (5, Fraction::Up, OverflowTo::Device(1)),
+                (8, Fraction::Moe, OverflowTo::Cpu),
+                (9, Fraction::Moe, OverflowTo::Cpu),
+                (10, Fraction::Moe, OverflowTo::Cpu),
+            ]
+        );
     }
 }

@@ -943,4 +943,23 @@ mod tests {
         let e = Flags::parse(&["-ctk", "q3_k"]).unwrap_err();
         assert!(e.to_string().contains("-ctk"));
     }
+
+    #[test]
+    fn fit_target_and_min_context_follow_common_arg() {
+        let gib = 1u64 << 30;
+        let f = p(&[]);
+        assert_eq!((f.fit_margin(0), f.fit_margin(3)), (gib, gib));
+        assert_eq!(f.fit_ctx, 4096);
+        // One value is broadcast; a list sets devices in order, the rest keep 1 GiB.
+        assert_eq!(p(&["-fitt", "512"]).fit_margin(5), 512 << 20);
+        let f = p(&["--fit-target", "0,2048/256"]);
+        assert_eq!(
+            (0..4).map(|i| f.fit_margin(i)).collect::<Vec<_>>(),
+            [0, 2048 << 20, 256 << 20, gib]
+        );
+        assert_eq!(p(&["-fitc", "8192"]).fit_ctx, 8192);
+        // -c 0 asks for the full context: fit never reduces it.
+        assert_eq!(p(&["-c", "0"]).fit_ctx, u64::from(u32::MAX));
+        assert!(Flags::parse(&["-fitt", "x"]).is_err());
+    }
 }
