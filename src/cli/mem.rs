@@ -473,6 +473,9 @@ fn fit_line(f: &FitReport, explain: bool) -> String {
             "fit: no changes needed (every device keeps its --fit-target free; {} dry run(s))",
             f.probes
         ),
+        ("unchanged", _) => format!(
+            "fit: {how} (the unset context becomes n_ctx_train × KV streams; nothing else needed changing)"
+        ),
         ("failed", Some(r)) if how.is_empty() => {
             format!("fit: failed ({r}); memory shown for the flags as given")
         }
@@ -480,7 +483,7 @@ fn fit_line(f: &FitReport, explain: bool) -> String {
             format!("fit: failed ({r}) after setting {how}; memory shown with that change")
         }
         _ => format!(
-            "fit: applied {how} ({} dry runs); memory shown for the fitted flags (-fit off keeps the flags as given)",
+            "fit: applied {how} ({} dry run(s)); memory shown for the fitted flags (-fit off keeps the flags as given)",
             f.probes
         ),
     }

@@ -224,3 +224,19 @@ fn fit_reduces_an_unset_context_and_respects_user_set_flags() {
         "{stdout}"
     );
 }
+
+/// With `-c` unset and 2 non-unified slots, fit resolves the context to
+/// n_ctx_train × 2 streams before anything else (fit.cpp "resolve the
+/// context before measuring anything else"), even when nothing else needs
+/// changing; llama_context alone would split n_ctx_train over the slots.
+#[test]
+fn fit_resolves_an_unset_context_per_stream() {
+    let v = mem_json(&[LLAMA8B, "--json", "--", "-np", "2"]);
+    assert_eq!(v["fit"]["status"], "unchanged");
+    assert_eq!(v["fit"]["changed"]["c"], 262144);
+    assert_eq!(v["context"]["n_ctx"], 262144);
+    assert_eq!(v["context"]["n_ctx_seq"], 131072);
+    let v = mem_json(&[LLAMA8B, "--json", "--", "-np", "2", "-fit", "off"]);
+    assert_eq!(v["context"]["n_ctx"], 131072);
+    assert_eq!(v["fit"], serde_json::Value::Null);
+}
