@@ -146,6 +146,10 @@ pub struct Flags {
     pub no_host: bool,
     pub op_offload: bool,
     pub fit: bool,
+    /// `-fitt MiB0,MiB1,…` in bytes (empty: 1 GiB each; one value: every device).
+    pub fit_target: Vec<u64>,
+    /// `-fitc N` (default 4096; `-c 0` sets u32::MAX: never reduce the context).
+    pub fit_ctx: u64,
     pub draft: Option<DraftFlags>,
     /// `--spec-draft-n-max` (b11434; `--draft-max` before): tokens drafted
     /// per step (`common_params_speculative_draft::n_max`, default 3).
@@ -187,6 +191,8 @@ impl Default for Flags {
             no_host: false,
             op_offload: true,
             fit: true,
+            fit_target: Vec::new(),
+            fit_ctx: super::fit::FIT_CTX_DEFAULT,
             draft: None,
             draft_max: 3,
             draft_max_legacy: false,
@@ -287,10 +293,6 @@ const IGNORED_WITH_VALUE: &[&str] = &[
     "--yarn-attn-factor",
     "--yarn-beta-slow",
     "--yarn-beta-fast",
-    "-fitt",
-    "--fit-target",
-    "-fitc",
-    "--fit-ctx",
     "-fitp",
     "--fit-print",
     "--draft-min",
@@ -656,7 +658,15 @@ impl Flags {
             // Dispatch on the option's preset key (unique per spelling set
             // in the one table, `super::options::FLAGS`).
             match spec.preset_key {
-                "ctx-size" => f.ctx = Some(parse_u64(name, &value(&mut i)?)?),
+                "ctx-size" => {
+                    let c = parse_u64(name, &value(&mut i)?)?;
+                    f.ctx = Some(c);
+                    if c == 0 {
+                        // common/arg.cpp: "disable context reduction in
+                        // llama_params_fit if the user explicitly requests the full context size"
+                        f.fit_ctx = u64::from(u32::MAX);
+                    }
+                }
                 "batch-size" => f.batch = parse_u64(name, &value(&mut i)?)?,
                 "ubatch-size" => f.ubatch = parse_u64(name, &value(&mut i)?)?,
                 "parallel" => {
@@ -744,6 +754,16 @@ impl Flags {
                 "no-op-offload" => f.op_offload = false,
                 "op-offload" => f.op_offload = true,
                 "fit" => f.fit = parse_on_off(name, &value(&mut i)?)?,
+                "fit-target" => {
+                    // common/arg.cpp: split on `,` and `/`, MiB each.
+                    let v = value(&mut i)?;
+                    f.fit_target = v
+                        .split([',', '/'])
+                        .filter(|s| !s.is_empty())
+                        .map(|s| parse_u64(name, s).map(|m| m.saturating_mul(1 << 20)))
+                        .collect::<Result<_, _>>()?;
+                }
+                "fit-ctx" => f.fit_ctx = parse_u64(name, &value(&mut i)?)?,
                 "override-kv" => {
                     let v = value(&mut i)?;
                     for item in v.split(',') {
@@ -830,6 +850,15 @@ impl Flags {
             })
             .max()
             .unwrap_or(0)
+    }
+
+    /// `--fit-target` of model device `i` in bytes (common/arg.cpp: a single
+    /// value is broadcast, missing ones keep the 1 GiB default).
+    pub fn fit_margin(&self, i: usize) -> u64 {
+        match self.fit_target.as_slice() {
+            [one] => *one,
+            v => v.get(i).copied().unwrap_or(super::fit::FIT_TARGET_DEFAULT),
+        }
     }
 
     fn draft_mut(&mut self) -> &mut DraftFlags {
@@ -989,6 +1018,7 @@ mod tests {
             "flash-attn" => "on",
             "cache-type-k" | "cache-type-v" | "cache-type-k-draft" | "cache-type-v-draft" => "q8_0",
             "fit" => "off",
+            "fit-target" => "1024,512",
             "load-mode" => "none",
             "override-kv" => "llama.context_length=int:4096",
             "model-draft" => "d.gguf",
@@ -1035,5 +1065,24 @@ mod tests {
         assert!(Flags::parse(&["-np", "0"]).is_err());
         let e = Flags::parse(&["-ctk", "q3_k"]).unwrap_err();
         assert!(e.to_string().contains("-ctk"));
+    }
+
+    #[test]
+    fn fit_target_and_min_context_follow_common_arg() {
+        let gib = 1u64 << 30;
+        let f = p(&[]);
+        assert_eq!((f.fit_margin(0), f.fit_margin(3)), (gib, gib));
+        assert_eq!(f.fit_ctx, 4096);
+        // One value is broadcast; a list sets devices in order, the rest keep 1 GiB.
+        assert_eq!(p(&["-fitt", "512"]).fit_margin(5), 512 << 20);
+        let f = p(&["--fit-target", "0,2048/256"]);
+        assert_eq!(
+            (0..4).map(|i| f.fit_margin(i)).collect::<Vec<_>>(),
+            [0, 2048 << 20, 256 << 20, gib]
+        );
+        assert_eq!(p(&["-fitc", "8192"]).fit_ctx, 8192);
+        // -c 0 asks for the full context: fit never reduces it.
+        assert_eq!(p(&["-c", "0"]).fit_ctx, u64::from(u32::MAX));
+        assert!(Flags::parse(&["-fitt", "x"]).is_err());
     }
 }

@@ -9,6 +9,7 @@ pub mod build;
 pub mod context;
 pub mod device;
 pub mod error;
+pub mod fit;
 pub mod flags;
 pub mod graph;
 pub mod kv;
@@ -24,12 +25,16 @@ pub use build::{LlamaBuild, FIXTURE_BUILD};
 pub use context::CtxParams;
 pub use device::{BackendKind, Device};
 pub use error::{FlagError, SimError};
-pub use flags::{Flags, Tool};
+pub use flags::{Flags, TensorOverride, Tool};
 pub use place::{Buft, HostCpu, Placement};
 
 use crate::model::{Model, TensorGroup};
 use flags::{KvValue, LoadMode};
 use kv::KvLayout;
+
+/// The warning [`simulate`] gives when `--fit` is on: it simulates the flags
+/// as given, without fit's changes ([`fit::fit`] computes those).
+pub const FIT_NOT_APPLIED: &str = "--fit is on (llama.cpp's default): if this does not fit, llama.cpp changes the unset -c/-ngl/-ts/-ot at load; pass -fit off to pin them";
 
 /// How to run a simulation besides the flags.
 #[derive(Clone, Copy, Debug, Default)]
@@ -345,10 +350,9 @@ fn simulate_one(
     if flags.fit {
         // common_fit_params (common/fit.cpp) runs before the load and may
         // rewrite unset -c, -ngl, -ts and -ot when the projection does not
-        // fit; it is not simulated here.
-        warnings.push(
-            "--fit is on (llama.cpp's default): if this does not fit, llama.cpp changes the unset -c/-ngl/-ts/-ot at load; pass -fit off to pin them".into(),
-        );
+        // fit; `simulate` takes the flags as given, [`fit::fit`] applies it
+        // (`ggplan mem` does).
+        warnings.push(FIT_NOT_APPLIED.into());
     }
     if flags.split_mode == flags::SplitMode::Tensor {
         warnings.push("-sm tensor is not modelled: placement shown as -sm layer".into());

@@ -108,6 +108,8 @@ pub static FLAGS: &[FlagSpec] = &[
     v(&["-ncmoe", "--n-cpu-moe"], "n-cpu-moe"),
     s(&["-cmoe", "--cpu-moe"], "cpu-moe"),
     v(&["-fit", "--fit"], "fit"),
+    v(&["-fitt", "--fit-target"], "fit-target"),
+    v(&["-fitc", "--fit-ctx"], "fit-ctx"),
     // `--mmap/--no-mmap/--mlock/-dio` exist up to the `--load-mode` rework;
     // b11434 knows only `-lm/--load-mode` (common/arg.cpp:2694) and would
     // reject `no-mmap` in a preset. Which one to emit is the planner's
