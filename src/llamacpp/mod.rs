@@ -368,6 +368,12 @@ fn simulate_one(
         warnings.push(FIT_NOT_APPLIED.into());
     }
     if tensor_group.is_some() {
+        if tensor_split::load_aborts(&model.profile.arch) {
+            warnings.push(format!(
+                "-sm tensor on {}: llama.cpp b11434's real load aborted (GGML_ASSERT \"tensor write out of bounds\") in the oracle recording; its dry run passes",
+                model.profile.arch
+            ));
+        }
         if tensor_split::unverified_arch(&model.profile.arch) {
             warnings.push(format!(
                 "-sm tensor on {}: its fused/recurrent tensor split is modelled from the source, unverified",
