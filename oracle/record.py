@@ -290,6 +290,11 @@ def matrix(m: ModelInfo, eps: list[str]) -> list[Case]:
         add("rpc3-sm-tensor-c4096-np1", tp + ["-np", "1"], n_dev=3)
         add("rpc3-sm-tensor-c5000-np2-ts3-2-1", ["-c", "5000", "-ngl", "99", "-sm", "tensor", "-np", "2", "-ts", "3,2,1"], n_dev=3)
         add("rpc3-sm-tensor-completion-c4096-ub1024", tp + ["-ub", "1024"], n_dev=3, tool="completion")
+        add(f"rpc2-sm-tensor-c4096-np1-ngl{L // 2}", ["-c", "4096", "-ngl", str(L // 2), "-sm", "tensor", "-np", "1"], n_dev=2)
+        add("rpc2-sm-tensor-c4096-np1-nkvo", tp + ["-np", "1", "-nkvo"], n_dev=2)
+        add("rpc2-sm-tensor-c4096-np1-dev-rpc1-rpc0", tp + ["-np", "1", "-dev", "RPC1,RPC0", "-ts", "1,3"], n_dev=2)
+        if m.n_expert > 0:
+            add("rpc2-sm-tensor-c4096-np1-ot-exps-cpu", tp + ["-np", "1", "-ot", "exps=CPU"], n_dev=2)
     if m.n_expert > 0:
         add("rpc2-c4096-np1-ot-exps-cpu", base + ["-np", "1", "-ot", "exps=CPU"], n_dev=2)
         add("rpc2-c4096-np1-n-cpu-moe2", base + ["-np", "1", "--n-cpu-moe", "2"], n_dev=2)
@@ -361,6 +366,11 @@ def real_split_buffers(log_text: str) -> dict:
     return out
 
 
+def is_meta_row(b: dict) -> bool:
+    """The Meta device's breakdown row (CPU_REPACK also has a device: the CPU)."""
+    return (b.get("device") or "").startswith("Meta(")
+
+
 def run_sm_tensor(probe: Path, farm: "RpcFarm", m: ModelInfo, case: Case, eps: list[str], timeout: int) -> dict:
     """-sm tensor: llama_get_memory_breakdown has one row for the Meta device, in a dry run
     the full (unsplit) tensor sizes, in a real load the largest device's buffer. The dry run
@@ -380,7 +390,7 @@ def run_sm_tensor(probe: Path, farm: "RpcFarm", m: ModelInfo, case: Case, eps: l
             fh.seek(offs[i])
             per_dev.append(real_split_buffers(fh.read().decode("utf-8", "replace")))
     raw["split_buffers"] = per_dev
-    raw["meta_real"] = [b for b in real["buffers"] if b["device"] is not None]
+    raw["meta_real"] = [b for b in real["buffers"] if is_meta_row(b)]
     return raw
 
 
@@ -602,7 +612,7 @@ def to_fixture(m: ModelInfo, case: Case, raw: dict, eps: list[str]) -> dict:
         # -sm tensor: the Meta device's row is replaced by one row per simple device (what
         # each server allocated); the Meta row (dry run: unsplit sizes) is kept in notes
         for b in raw["buffers"]:
-            if b["device"] is not None:
+            if is_meta_row(b):
                 notes.append(f"Meta breakdown (dry run, unsplit): model {b['model']} context "
                              f"{b['context']} compute {b['compute']}")
         fx_devices = []
@@ -613,7 +623,7 @@ def to_fixture(m: ModelInfo, case: Case, raw: dict, eps: list[str]) -> dict:
             buffers.append({"buft": buft, "device": name, "is_host": False, "model": sb["model"],
                             "context": sb["context"], "compute": sb["compute"]})
     for b in sorted(raw["buffers"], key=border):
-        if split is not None and b["device"] is not None:
+        if split is not None and is_meta_row(b):
             continue
         # host buffer types have no device of their own (ggml_backend_buft_get_device = NULL)
         dev = b["device"] if b["device"] is not None else "CPU"

@@ -200,6 +200,20 @@ fn simulate_one(
     opts: &Options,
 ) -> Result<Simulation, SimError> {
     let mut warnings = Vec::new();
+    // -sm tensor: llama_init_from_model turns -fa auto on before anything
+    // else ("enabling flash_attn since it is required for SPLIT_MODE_TENSOR"),
+    // so the FA auto probe never runs.
+    let fa_forced;
+    let flags = if flags.split_mode == flags::SplitMode::Tensor
+        && flags.flash_attn == flags::FlashAttn::Auto
+    {
+        let mut f = flags.clone();
+        f.flash_attn = flags::FlashAttn::On;
+        fa_forced = f;
+        &fa_forced
+    } else {
+        flags
+    };
     let overridden = apply_kv_overrides(model, flags, &mut warnings)?;
     let model = overridden.as_ref().unwrap_or(model);
     let build = opts.build;
@@ -380,10 +394,14 @@ fn simulate_one(
                 model.profile.arch
             ));
         }
-        warnings.push(
-            "-sm tensor: compute = the Meta graph's buffer on every device; the all-reduce buffers allocated at the first decode are not counted (unverified)"
-                .into(),
-        );
+        if let Some(group) = &tensor_group {
+            let (steps, bytes) = tensor_split::allreduce_buffers(model, group.len(), ctx.n_ubatch);
+            if steps > 0 {
+                warnings.push(format!(
+                    "-sm tensor: at the first decode each device also allocates {steps} all-reduce buffer(s) of {bytes} B (not in compute_bytes: llama.cpp's breakdown does not have them)"
+                ));
+            }
+        }
     }
     if model
         .blocks
