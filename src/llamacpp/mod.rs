@@ -395,6 +395,13 @@ fn simulate_one(
             ));
         }
         if let Some(group) = &tensor_group {
+            if group.len() == 1 {
+                // llama_init_from_model's own warning.
+                warnings.push(
+                    "-sm tensor: SPLIT_MODE_TENSOR being used for a single device is not recommended"
+                        .into(),
+                );
+            }
             let (steps, bytes) = tensor_split::allreduce_buffers(model, group.len(), ctx.n_ubatch);
             if steps > 0 {
                 warnings.push(format!(

@@ -113,6 +113,7 @@ pub struct Splitter<'a> {
     n_layer_main: u64,
     n_ff_exp: u64,
     ssm_d_state: u64,
+    ssm_d_conv: u64,
     /// name → (type, dims) of every model tensor (the split of Q/K/V reads
     /// `attn_output`'s type, FFN up/gate read `ffn_down`'s).
     types: HashMap<&'a str, (GgmlType, &'a [u64])>,
@@ -169,15 +170,19 @@ impl<'a> Splitter<'a> {
             .iter()
             .map(|e| (e.name.as_str(), (e.ty, e.dims.as_slice())))
             .collect();
-        let ssm_d_state = model
-            .profile
-            .metadata
-            .get(&format!("{}.ssm.state_size", model.profile.arch))
-            .and_then(|v| match v {
-                crate::model::MetaValue::Int(i) => u64::try_from(*i).ok(),
-                _ => None,
-            })
-            .unwrap_or(0);
+        let meta_u64 = |key: &str| {
+            model
+                .profile
+                .metadata
+                .get(&format!("{}.{key}", model.profile.arch))
+                .and_then(|v| match v {
+                    crate::model::MetaValue::Int(i) => u64::try_from(*i).ok(),
+                    _ => None,
+                })
+                .unwrap_or(0)
+        };
+        let ssm_d_state = meta_u64("ssm.state_size");
+        let ssm_d_conv = meta_u64("ssm.conv_kernel");
         Splitter {
             arch: &model.profile.arch,
             n_dev,
@@ -188,6 +193,7 @@ impl<'a> Splitter<'a> {
             n_layer_main: u64::from(h.n_layer.saturating_sub(h.n_nextn)),
             n_ff_exp: h.n_ff_exp,
             ssm_d_state,
+            ssm_d_conv,
             types,
         }
     }
@@ -452,7 +458,7 @@ impl<'a> Splitter<'a> {
                     return vec![g_qkv / hd; n_seg]
                 }
                 "ssm_ba.weight" => return vec![2 * (g_qkv / hd); n_seg],
-                "cache_r" => return vec![g_qkv * 3; n_seg], // ssm_d_conv - 1 = 3 (not read)
+                "cache_r" => return vec![g_qkv * self.ssm_d_conv.saturating_sub(1).max(1); n_seg],
                 "cache_s" => return vec![g_qkv * hd; n_seg],
                 _ => {}
             }
