@@ -16,6 +16,7 @@ pub mod kv;
 pub mod options;
 pub mod overrides;
 pub mod place;
+pub mod tensor_split;
 
 use std::collections::BTreeMap;
 
@@ -223,11 +224,32 @@ fn simulate_one(
     opts: &Options,
 ) -> Result<Simulation, SimError> {
     let mut warnings = Vec::new();
+    // -sm tensor: llama_init_from_model turns -fa auto on before anything
+    // else ("enabling flash_attn since it is required for SPLIT_MODE_TENSOR"),
+    // so the FA auto probe never runs.
+    let fa_forced;
+    let flags = if flags.split_mode == flags::SplitMode::Tensor
+        && flags.flash_attn == flags::FlashAttn::Auto
+    {
+        let mut f = flags.clone();
+        f.flash_attn = flags::FlashAttn::On;
+        fa_forced = f;
+        &fa_forced
+    } else {
+        flags
+    };
     let overridden = apply_kv_overrides(model, flags, &mut warnings)?;
     let model = overridden.as_ref().unwrap_or(model);
     let build = opts.build;
     let ctx = CtxParams::resolve(flags, build, model.hparams.n_ctx_train);
     kv::check_cache_types(model, flags, &ctx)?;
+    // -sm tensor: one Meta device over `tensor_group`; simulated on its first
+    // device, then weights and KV are split (tensor_split).
+    let tensor_group = if flags.split_mode == flags::SplitMode::Tensor {
+        Some(tensor_split::check(model, devices, flags)?)
+    } else {
+        None
+    };
     let load_mode = if opts.no_alloc {
         LoadMode::None
     } else {
@@ -241,8 +263,9 @@ fn simulate_one(
         opts.host_cpu,
         load_mode.uses_mmap(),
     )?;
+    let mut placement = placement;
     let layout = kv::layout(model, &ctx, flags, build);
-    let context = kv::context_bytes(model, flags, &layout, &placement.layer_device, devices);
+    let mut context = kv::context_bytes(model, flags, &layout, &placement.layer_device, devices);
     let comp = graph::compute(&graph::ComputeInput {
         model,
         flags,
@@ -251,6 +274,19 @@ fn simulate_one(
         placement: &placement,
         devices,
     });
+
+    if let Some(group) = &tensor_group {
+        tensor_split::split_weights(model, devices, group, &flags.tensor_split, &mut placement);
+        tensor_split::split_context(
+            model,
+            flags,
+            &layout,
+            &placement.layer_device,
+            devices,
+            group,
+            &mut context,
+        );
+    }
 
     // Compute buffer types: each model device's default buft; the CPU
     // backend uses the host buft of model.devices[0] if it has one
@@ -270,7 +306,16 @@ fn simulate_one(
     for (i, &d) in placement.model_devices.iter().enumerate() {
         let c = comp.device_bytes.get(i).copied().unwrap_or(0);
         if c > 0 {
-            rows.entry(Buft::Dev(d)).or_default()[2] += c;
+            // -sm tensor: the Meta backend's compute buffer is allocated with
+            // the Meta graph's size on every simple device
+            // (ggml_backend_meta_buffer_type_alloc_buffer).
+            let on: &[usize] = match &tensor_group {
+                Some(g) => g,
+                None => std::slice::from_ref(&d),
+            };
+            for &g in on {
+                rows.entry(Buft::Dev(g)).or_default()[2] += c;
+            }
         }
     }
     if comp.cpu_bytes > 0 {
@@ -336,8 +381,14 @@ fn simulate_one(
     for d in dev_rows.iter_mut() {
         d.total_bytes = d.model_bytes + d.context_bytes + d.compute_bytes + d.output_bytes;
     }
-    let cpu_name =
-        |d: Option<usize>| d.map_or_else(|| "CPU".to_string(), |d| devices[d].name.clone());
+    let meta = tensor_group
+        .as_ref()
+        .map(|g| tensor_split::meta_name(devices, g));
+    let cpu_name = |d: Option<usize>| match (d, &meta) {
+        (None, _) => "CPU".to_string(),
+        (Some(_), Some(m)) => m.clone(),
+        (Some(d), None) => devices[d].name.clone(),
+    };
     let layers = placement
         .layer_device
         .iter()
@@ -354,8 +405,34 @@ fn simulate_one(
         // (`ggplan mem` does).
         warnings.push(FIT_NOT_APPLIED.into());
     }
-    if flags.split_mode == flags::SplitMode::Tensor {
-        warnings.push("-sm tensor is not modelled: placement shown as -sm layer".into());
+    if tensor_group.is_some() {
+        if tensor_split::load_aborts(&model.profile.arch) {
+            warnings.push(format!(
+                "-sm tensor on {}: llama.cpp b11434's real load aborted (GGML_ASSERT \"tensor write out of bounds\") in the oracle recording; its dry run passes",
+                model.profile.arch
+            ));
+        }
+        if tensor_split::unverified_arch(&model.profile.arch) {
+            warnings.push(format!(
+                "-sm tensor on {}: its fused/recurrent tensor split is modelled from the source, unverified",
+                model.profile.arch
+            ));
+        }
+        if let Some(group) = &tensor_group {
+            if group.len() == 1 {
+                // llama_init_from_model's own warning.
+                warnings.push(
+                    "-sm tensor: SPLIT_MODE_TENSOR being used for a single device is not recommended"
+                        .into(),
+                );
+            }
+            let (steps, bytes) = tensor_split::allreduce_buffers(model, group.len(), ctx.n_ubatch);
+            if steps > 0 {
+                warnings.push(format!(
+                    "-sm tensor: at the first decode each device also allocates {steps} all-reduce buffer(s) of {bytes} B (not in compute_bytes: llama.cpp's breakdown does not have them)"
+                ));
+            }
+        }
     }
     if model
         .blocks

@@ -111,19 +111,45 @@ pub struct Placement {
     pub use_mmap: bool,
 }
 
+/// The simple devices `-sm tensor` wraps into its Meta device
+/// (`llama_prepare_model_devices`, src/llama.cpp): the `-dev` list, else
+/// every registered device whose buffer type is not the CPU's, in registry
+/// order (the hardware file's order here; not RPC-first as with the other
+/// split modes).
+pub fn tensor_group(devices: &[Device], flags: &Flags) -> Result<Vec<usize>, SimError> {
+    let out = match &flags.devices {
+        Some(names) => resolve_devices(devices, names)?,
+        None => (0..devices.len()).collect(),
+    };
+    if out.is_empty() {
+        return Err(SimError::SmTensorNoDevices);
+    }
+    Ok(out)
+}
+
+fn resolve_devices(devices: &[Device], names: &[String]) -> Result<Vec<usize>, SimError> {
+    names
+        .iter()
+        .map(|n| {
+            devices
+                .iter()
+                .position(|d| &d.name == n || &d.buft == n)
+                .ok_or_else(|| SimError::UnknownDevice(n.clone()))
+        })
+        .collect()
+}
+
 /// `llama_prepare_model_devices` (src/llama.cpp): `-dev` list, else RPC
 /// devices first then the other GPUs; `-sm none` keeps `devices[main_gpu]`.
+/// `-sm tensor` has one model device, the Meta device; it is represented by
+/// the first device of [`tensor_group`] (the split onto the others is
+/// applied afterwards, [`super::tensor_split`]).
 pub fn model_devices(devices: &[Device], flags: &Flags) -> Result<Vec<usize>, SimError> {
+    if flags.split_mode == SplitMode::Tensor {
+        return Ok(tensor_group(devices, flags)?.into_iter().take(1).collect());
+    }
     let mut out = match &flags.devices {
-        Some(names) => names
-            .iter()
-            .map(|n| {
-                devices
-                    .iter()
-                    .position(|d| &d.name == n || &d.buft == n)
-                    .ok_or_else(|| SimError::UnknownDevice(n.clone()))
-            })
-            .collect::<Result<Vec<_>, _>>()?,
+        Some(names) => resolve_devices(devices, names)?,
         None => {
             let rpc = (0..devices.len()).filter(|&i| devices[i].kind == super::BackendKind::Rpc);
             let gpu = (0..devices.len()).filter(|&i| devices[i].kind != super::BackendKind::Rpc);
