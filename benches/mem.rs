@@ -87,3 +87,57 @@ fn placement_only_48_layer_moe(bencher: divan::Bencher) {
         .expect("place")
     });
 }
+
+const GPT_OSS_120B: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/models/gpt-oss-120b-mxfp4.toml"
+);
+
+/// `--fit` active: gpt-oss-120b (36 layers, 128 experts, 61 GiB) on a
+/// 24 + 16 GiB pair with `-c 32768`: the whole fit replay (14 dry runs:
+/// back-to-front fill, conversion, partial overflow layers).
+#[divan::bench(sample_count = 20)]
+fn fit_gpt_oss_120b_2_gpus(bencher: divan::Bencher) {
+    let model = Model::load(Path::new(GPT_OSS_120B)).expect("shipped profile");
+    let devs = vec![
+        Device::new("CUDA0", BackendKind::Cuda, 24 << 30),
+        Device::new("CUDA1", BackendKind::Cuda, 16 << 30),
+    ];
+    let flags = Flags::parse(&["-c", "32768"]).expect("flags");
+    let opts = Options::default();
+    bencher.bench_local(|| {
+        let out = llamacpp::fit::fit(
+            divan::black_box(&model),
+            None,
+            &devs,
+            divan::black_box(&flags),
+            &opts,
+            None,
+        )
+        .expect("fit");
+        assert!(out.placement.is_some());
+        out
+    });
+}
+
+/// A whole `ggplan mem` process with `--fit` active (the case above on the
+/// rtx4090-rtx5070ti preset).
+#[divan::bench(sample_count = 20)]
+fn ggplan_mem_process_with_fit(bencher: divan::Bencher) {
+    let exe = env!("CARGO_BIN_EXE_ggplan");
+    bencher.bench_local(|| {
+        let out = Command::new(exe)
+            .args([
+                "mem",
+                GPT_OSS_120B,
+                "--hardware",
+                "rtx4090-rtx5070ti",
+                "--",
+                "-c",
+                "32768",
+            ])
+            .output()
+            .expect("run ggplan");
+        assert!(out.status.success());
+    });
+}

@@ -20,10 +20,12 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -50,6 +52,11 @@ class RpcFarm:
         self.procs: list[subprocess.Popen] = []
         self.endpoints: list[str] = []
         self.sizes_mib = sizes_mib
+        # GGML_RPC_DEBUG=1: each server logs its alloc_buffer / buffer_clear / set_tensor calls.
+        # -sm tensor cases read them: a Meta device's per-device buffers are not in
+        # llama_get_memory_breakdown (see real_split_buffers)
+        self.logdir = Path(tempfile.mkdtemp(prefix="oracle-rpc-"))
+        self.logs: list[Path] = []
         for i, mib in enumerate(sizes_mib):
             port = port_base + i
             if _port_in_use(port):
@@ -58,13 +65,17 @@ class RpcFarm:
             env = dict(os.environ)
             env["LD_PRELOAD"] = str(shim)
             env["FAKEMEM_MIB"] = str(mib)
-            p = subprocess.Popen(
-                [str(server_bin), "-H", HOST, "-p", str(port), "-t", "1"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+            env["GGML_RPC_DEBUG"] = "1"
+            log = self.logdir / f"rpc{i}.log"
+            self.logs.append(log)
+            with open(log, "wb") as fh:
+                p = subprocess.Popen(
+                    [str(server_bin), "-H", HOST, "-p", str(port), "-t", "1"],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=fh,
+                    start_new_session=True,
+                )
             self.procs.append(p)
             self.endpoints.append(f"{HOST}:{port}")
         atexit.register(self.stop)
@@ -82,6 +93,7 @@ class RpcFarm:
                 p.kill()
                 p.wait()
         self.procs = []
+        shutil.rmtree(self.logdir, ignore_errors=True)
 
 
 def _port_in_use(port: int) -> bool:
@@ -266,6 +278,23 @@ def matrix(m: ModelInfo, eps: list[str]) -> list[Case]:
     add(f"rpc3-c4096-np2-ngl{L // 2}-ts1-1-1", ["-c", "4096", "-ngl", str(L // 2), "-np", "2", "-ts", "1,1,1"], n_dev=3)
     add("rpc3-c4096-np4-kvu", base + ["-np", "4", "-kvu"], n_dev=3)
     add("rpc3-completion-c5000-ts3-2-1", ["-c", "5000", "-ngl", "99", "-ts", "3,2,1"], n_dev=3, tool="completion")
+    if sm_tensor_ok(m):
+        # -sm tensor (Meta device, tensor parallelism): measured by a real load (see
+        # real_split_buffers), so only for models small enough to load for real
+        tp = base + ["-sm", "tensor"]
+        add("rpc2-sm-tensor-c4096-np1", tp + ["-np", "1"], n_dev=2)
+        add("rpc2-sm-tensor-c4096-np1-ts1-3", tp + ["-np", "1", "-ts", "1,3"], n_dev=2)
+        add("rpc2-sm-tensor-c4096-np-auto", tp, n_dev=2)
+        add("rpc2-sm-tensor-c4096-np1-ub256-b256", tp + ["-np", "1", "-ub", "256", "-b", "256"], n_dev=2)
+        add("rpc2-sm-tensor-c4096-np1-q8_0", tp + ["-np", "1", "-ctk", "q8_0", "-ctv", "q8_0"], n_dev=2)
+        add("rpc3-sm-tensor-c4096-np1", tp + ["-np", "1"], n_dev=3)
+        add("rpc3-sm-tensor-c5000-np2-ts3-2-1", ["-c", "5000", "-ngl", "99", "-sm", "tensor", "-np", "2", "-ts", "3,2,1"], n_dev=3)
+        add("rpc3-sm-tensor-completion-c4096-ub1024", tp + ["-ub", "1024"], n_dev=3, tool="completion")
+        add(f"rpc2-sm-tensor-c4096-np1-ngl{L // 2}", ["-c", "4096", "-ngl", str(L // 2), "-sm", "tensor", "-np", "1"], n_dev=2)
+        add("rpc2-sm-tensor-c4096-np1-nkvo", tp + ["-np", "1", "-nkvo"], n_dev=2)
+        add("rpc2-sm-tensor-c4096-np1-dev-rpc1-rpc0", tp + ["-np", "1", "-dev", "RPC1,RPC0", "-ts", "1,3"], n_dev=2)
+        if m.n_expert > 0:
+            add("rpc2-sm-tensor-c4096-np1-ot-exps-cpu", tp + ["-np", "1", "-ot", "exps=CPU"], n_dev=2)
     if m.n_expert > 0:
         add("rpc2-c4096-np1-ot-exps-cpu", base + ["-np", "1", "-ot", "exps=CPU"], n_dev=2)
         add("rpc2-c4096-np1-n-cpu-moe2", base + ["-np", "1", "--n-cpu-moe", "2"], n_dev=2)
@@ -277,6 +306,92 @@ def matrix(m: ModelInfo, eps: list[str]) -> list[Case]:
             n_dev=2,
         )
     return cases
+
+
+# llm_arch_supports_sm_tensor (src/llama-arch.cpp) refuses these (of the archs we generate)
+SM_TENSOR_REFUSED = {"mamba", "mamba2", "jamba", "falcon-h1", "plamo2", "deepseek2", "nemotron_h",
+                     "nemotron_h_moe", "granitehybrid", "minicpm3", "gemma3n", "olmo2", "olmoe", "t5",
+                     "bitnet", "grok", "mpt"}
+# accepted, and the dry run passes, but b11434's real load aborts in ggml_backend_tensor_set
+# ("GGML_ASSERT(offset + size <= ggml_nbytes(tensor) && "tensor write out of bounds")") for
+# glm4moe-tiny and qwen3next-tiny over RPC: no per-device bytes to record
+SM_TENSOR_LOAD_ABORTS = {"glm4moe", "qwen3next"}
+# real loads fault in every page of the sparse file: only for the tiny models
+SM_TENSOR_MAX_FILE = 600 << 20
+
+
+def sm_tensor_ok(m: ModelInfo) -> bool:
+    return (m.arch not in SM_TENSOR_REFUSED and m.arch not in SM_TENSOR_LOAD_ABORTS
+            and m.path.stat().st_size <= SM_TENSOR_MAX_FILE)
+
+
+def is_sm_tensor(c: Case) -> bool:
+    return any(a == "-sm" and b == "tensor" for a, b in zip(c.args, c.args[1:]))
+
+
+_RPC_ALLOC = re.compile(r"^\[alloc_buffer\] device: \d+, size: (\d+) -> remote_ptr: ([0-9a-f]+), remote_size: (\d+)")
+_RPC_FREE = re.compile(r"^\[free_buffer\] remote_ptr: ([0-9a-f]+)")
+_RPC_CLEAR = re.compile(r"^\[buffer_clear\] remote_ptr: ([0-9a-f]+)")
+_RPC_SET = re.compile(r"^\[set_(?:tensor|tensor_hash)\] buffer: (?:0x)?([0-9a-f]+)")
+
+
+def real_split_buffers(log_text: str) -> dict:
+    """One RPC server's buffers from its GGML_RPC_DEBUG log of one client session: live
+    buffers that received weights (set_tensor) are model, those cleared at creation
+    (ggml_backend_buffer_clear in the llama_kv_cache / llama_memory_recurrent constructors)
+    are context, the rest (the scheduler's compute buffer) compute."""
+    live: dict[int, int] = {}
+    kind: dict[int, str] = {}
+    for ln in log_text.splitlines():
+        mm = _RPC_ALLOC.match(ln)
+        if mm:
+            live[int(mm.group(2), 16)] = int(mm.group(3))
+            continue
+        mm = _RPC_FREE.match(ln)
+        if mm:
+            live.pop(int(mm.group(1), 16), None)
+            continue
+        mm = _RPC_CLEAR.match(ln)
+        if mm:
+            kind.setdefault(int(mm.group(1), 16), "context")
+            continue
+        mm = _RPC_SET.match(ln)
+        if mm:
+            ptr = int(mm.group(1), 16)
+            if kind.get(ptr) != "context":
+                kind[ptr] = "model"
+    out = {"model": 0, "context": 0, "compute": 0, "n_buffers": len(live)}
+    for ptr, size in live.items():
+        out[kind.get(ptr, "compute")] += size
+    return out
+
+
+def is_meta_row(b: dict) -> bool:
+    """The Meta device's breakdown row (CPU_REPACK also has a device: the CPU)."""
+    return (b.get("device") or "").startswith("Meta(")
+
+
+def run_sm_tensor(probe: Path, farm: "RpcFarm", m: ModelInfo, case: Case, eps: list[str], timeout: int) -> dict:
+    """-sm tensor: llama_get_memory_breakdown has one row for the Meta device, in a dry run
+    the full (unsplit) tensor sizes, in a real load the largest device's buffer. The dry run
+    gives everything else (host rows, layers, splits, KV log); a real load of the same flags
+    gives each server's own buffers from its debug log."""
+    raw = run_probe(probe, m, case, eps, timeout)
+    if "error" in raw or "buffers" not in raw:
+        return raw
+    offs = [farm.logs[i].stat().st_size for i in range(case.n_dev)]
+    real = run_probe(probe, m, case, eps, timeout, real=True)
+    if "error" in real or "buffers" not in real:
+        return {"error": f"real load: {real.get('error', 'no breakdown')}"}
+    time.sleep(0.3)  # the servers log the session's end after the client exits
+    per_dev = []
+    for i in range(case.n_dev):
+        with open(farm.logs[i], "rb") as fh:
+            fh.seek(offs[i])
+            per_dev.append(real_split_buffers(fh.read().decode("utf-8", "replace")))
+    raw["split_buffers"] = per_dev
+    raw["meta_real"] = [b for b in real["buffers"] if is_meta_row(b)]
+    return raw
 
 
 def fit_matrix(m: ModelInfo, eps: list[str]) -> list[Case]:
@@ -488,7 +603,28 @@ def to_fixture(m: ModelInfo, case: Case, raw: dict, eps: list[str]) -> dict:
     def border(b):  # devices in llama.cpp order, then the host-side buffer types by name
         return (dev_order.get(b["device"], len(dev_order)), b["buft"])
 
+    split = raw.get("split_buffers")
+    fx_devices = [
+        {"name": d["name"], "buft": d["buft"], "total_bytes": d["total_bytes"], "free_bytes": d["free_bytes"]}
+        for d in raw["devices"]
+    ]
+    if split is not None:
+        # -sm tensor: the Meta device's row is replaced by one row per simple device (what
+        # each server allocated); the Meta row (dry run: unsplit sizes) is kept in notes
+        for b in raw["buffers"]:
+            if is_meta_row(b):
+                notes.append(f"Meta breakdown (dry run, unsplit): model {b['model']} context "
+                             f"{b['context']} compute {b['compute']}")
+        fx_devices = []
+        for i, sb in enumerate(split):
+            name, buft = f"RPC{i}", f"RPC0[{eps[i]}]"
+            mib = FAKE_MIB[i] << 20
+            fx_devices.append({"name": name, "buft": buft, "total_bytes": mib, "free_bytes": mib})
+            buffers.append({"buft": buft, "device": name, "is_host": False, "model": sb["model"],
+                            "context": sb["context"], "compute": sb["compute"]})
     for b in sorted(raw["buffers"], key=border):
+        if split is not None and is_meta_row(b):
+            continue
         # host buffer types have no device of their own (ggml_backend_buft_get_device = NULL)
         dev = b["device"] if b["device"] is not None else "CPU"
         buffers.append({
@@ -527,10 +663,7 @@ def to_fixture(m: ModelInfo, case: Case, raw: dict, eps: list[str]) -> dict:
         "tool": case.tool,
         "args": case.args,
         "rpc": eps[: case.n_dev],
-        "devices": [
-            {"name": d["name"], "buft": d["buft"], "total_bytes": d["total_bytes"], "free_bytes": d["free_bytes"]}
-            for d in raw["devices"]
-        ],
+        "devices": fx_devices,
         "buffers": buffers,
         "output_buffer": output,
         "layers": layers,
@@ -729,6 +862,8 @@ def main() -> int:
         try:
             if c.tool == "fit-params":
                 return m, c, run_fit(a.build, probe, m, c, eps, a.timeout), time.time() - t
+            if is_sm_tensor(c):
+                return m, c, run_sm_tensor(probe, farm, m, c, eps, a.timeout), time.time() - t
             raw = run_probe(probe, m, c, eps, a.timeout)
         except subprocess.TimeoutExpired:
             return m, c, {"error": "timeout"}, time.time() - t

@@ -11,7 +11,14 @@
 //!    "buffers": [{ "buft", "device", "model", "context", "compute" }],
 //!    "context": { "n_ctx", "n_ctx_seq", "n_stream", "n_seq_max", "n_batch",
 //!                 "n_ubatch", "n_outputs_max", "kv_unified", "flash_attn", "cells_swa" },
-//!    "output_buffer": { "buft", "bytes" }, "warnings": [..] }`.
+//!    "output_buffer": { "buft", "bytes" },
+//!    "fit": { "applied", "status", "reason", "argv", "changed": { "c", "ngl", "ts", "ot" },
+//!             "probes" } | null,
+//!    "warnings": [..] }`.
+//! With `-fit on` (llama.cpp's default) the memory shown is that of the
+//! flags after `--fit` (`llamacpp::fit`, common/fit.cpp): fit only changes
+//! parameters the user left unset, and only when the given ones leave less
+//! than `--fit-target` free on some device. `fit` is null with `-fit off`.
 //! The host is one device `CPU` summing every host buffer type;
 //! `context_bytes` is KV plus recurrent state; `capacity_bytes` is memory
 //! minus reserve (`null` when unknown). `unverified`: sizes of this backend
@@ -29,7 +36,7 @@ use serde::Serialize;
 use crate::cli::exit;
 use crate::cli::table::new_table;
 use crate::hardware::presets;
-use crate::llamacpp::{self, device, Flags, LlamaBuild, Options, Tool};
+use crate::llamacpp::{self, device, fit, Flags, LlamaBuild, Options, Tool};
 use crate::model::Model;
 use crate::units::Bytes;
 
@@ -97,6 +104,34 @@ struct OutputRow {
     bytes: u64,
 }
 
+/// What `--fit` changed (the parameters llama.cpp then loads with).
+#[derive(Serialize)]
+struct FitChanged {
+    /// `-c` fit chose (only when `-c` was unset).
+    c: Option<u64>,
+    /// `-ngl` fit chose.
+    ngl: Option<u32>,
+    /// `-ts` fit chose (layers per device, several devices).
+    ts: Option<Vec<u32>>,
+    /// `-ot` entries fit added (`pattern=BUFT`).
+    ot: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct FitReport {
+    /// fit changed something; the devices above show the fitted flags.
+    applied: bool,
+    /// `unchanged` (the flags leave every target free), `fitted` or `failed`.
+    status: &'static str,
+    /// Why fit gave up (`failed`), as llama.cpp words it.
+    reason: Option<String>,
+    /// fit's changes as llama-server flags (`-c N -ngl N -ts a,b -ot …`).
+    argv: Vec<String>,
+    changed: FitChanged,
+    /// Dry runs fit made (each a full simulation here).
+    probes: usize,
+}
+
 #[derive(Serialize)]
 struct Report {
     llama_build: u32,
@@ -111,6 +146,8 @@ struct Report {
     /// The planner's speed prediction for these flags (`ggplan plan`'s
     /// model, README "Speed model"); null without bandwidths in `--hw`.
     predicted: Option<crate::solver::speed::Prediction>,
+    /// `--fit` (null with `-fit off`).
+    fit: Option<FitReport>,
     warnings: Vec<String>,
 }
 
@@ -144,7 +181,29 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         no_alloc: args.no_alloc,
         ..Options::default()
     };
-    let sim = llamacpp::simulate(&model, draft.as_ref(), &devices, &flags, &opts)?;
+    // `--fit` (common_fit_params, run by common_init_from_params before the
+    // model is loaded): the host's total memory matters only without devices.
+    let host_total = hw
+        .as_ref()
+        .map(|h| h.host.memory_mib.saturating_mul(crate::units::MIB));
+    let fitted = if flags.fit {
+        Some(fit::fit(
+            &model,
+            draft.as_ref(),
+            &devices,
+            &flags,
+            &opts,
+            host_total,
+        )?)
+    } else {
+        None
+    };
+    let flags = fitted.as_ref().map_or(flags, |f| f.flags.clone());
+    let mut sim = llamacpp::simulate(&model, draft.as_ref(), &devices, &flags, &opts)?;
+    let fit_report = fitted.as_ref().map(fit_report);
+    if fitted.is_some() {
+        sim.warnings.retain(|w| w != llamacpp::FIT_NOT_APPLIED);
+    }
 
     let capacity = |name: &str| -> Option<u64> {
         let hw = hw.as_ref()?;
@@ -201,6 +260,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         predicted: hw.as_ref().and_then(|hw| {
             crate::solver::exact::predict_simulated(&model, hw, &flags, &sim, &opts)
         }),
+        fit: fit_report,
         warnings: sim.warnings.clone(),
     };
 
@@ -339,6 +399,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 report.output_buffer.buft
             )?;
         }
+        if let Some(f) = &report.fit {
+            writeln!(out, "{}", fit_line(f, args.explain))?;
+        }
         for w in &report.warnings {
             writeln!(out, "warning: {w}")?;
         }
@@ -351,4 +414,77 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(exit::DOES_NOT_FIT)
     })
+}
+
+fn fit_report(o: &fit::FitOutcome) -> FitReport {
+    let (status, reason) = match &o.status {
+        fit::FitStatus::Unchanged => ("unchanged", None),
+        fit::FitStatus::Fitted => ("fitted", None),
+        fit::FitStatus::Failed(r) => ("failed", Some(r.clone())),
+    };
+    let ot = o
+        .argv
+        .iter()
+        .position(|a| a == "-ot")
+        .and_then(|i| o.argv.get(i + 1))
+        .map(|v| v.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    let pl = o.placement.as_ref();
+    FitReport {
+        applied: !o.argv.is_empty(),
+        status,
+        reason,
+        argv: o.argv.clone(),
+        changed: FitChanged {
+            c: o.n_ctx,
+            ngl: pl.map(|p| p.n_gpu_layers),
+            ts: pl
+                .filter(|p| p.tensor_split.len() > 1)
+                .map(|p| p.tensor_split.clone()),
+            ot,
+        },
+        probes: o.probes,
+    }
+}
+
+/// The table's note on `--fit`: what it changed, in llama-server flags
+/// (`-ot` lists shortened to a count unless `--explain`).
+fn fit_line(f: &FitReport, explain: bool) -> String {
+    let mut shown = Vec::new();
+    let mut i = 0;
+    while i < f.argv.len() {
+        let a = &f.argv[i];
+        let v = f.argv.get(i + 1).cloned().unwrap_or_default();
+        if a == "-ot" && !explain && f.changed.ot.len() > 2 {
+            shown.push(format!(
+                "-ot <{} patterns, see --explain or --json>",
+                f.changed.ot.len()
+            ));
+        } else if a == "-ot" {
+            shown.push(format!("-ot \"{v}\""));
+        } else {
+            shown.push(format!("{a} {v}"));
+        }
+        i += 2;
+    }
+    let how = shown.join(" ");
+    match (f.status, &f.reason) {
+        ("unchanged", _) if how.is_empty() => format!(
+            "fit: no changes needed (every device keeps its --fit-target free; {} dry run(s))",
+            f.probes
+        ),
+        ("unchanged", _) => format!(
+            "fit: {how} (the unset context becomes n_ctx_train × KV streams; nothing else needed changing)"
+        ),
+        ("failed", Some(r)) if how.is_empty() => {
+            format!("fit: failed ({r}); memory shown for the flags as given")
+        }
+        ("failed", Some(r)) => {
+            format!("fit: failed ({r}) after setting {how}; memory shown with that change")
+        }
+        _ => format!(
+            "fit: applied {how} ({} dry run(s)); memory shown for the fitted flags (-fit off keeps the flags as given)",
+            f.probes
+        ),
+    }
 }

@@ -8,8 +8,12 @@
 //! output_bytes, total_bytes, memory_bytes, capacity_bytes, headroom_bytes,
 //! time_share }], predicted: { decode_tps, prefill_tps, splits_tg,
 //! splits_pp, shares: [{ name, decode_s, share }] } | null, solver_status,
-//! solver_ms, rounds, simulator, argv, baselines?, sweep? }`. The host is the
-//! last `devices` row (`name` = `CPU`). `predicted` is null when the hardware
+//! solver_ms, rounds, simulator, argv, draft, baselines?, sweep? }`. The host
+//! is the last `devices` row (`name` = `CPU`). `draft` is null without
+//! `--draft`, else `{ device, n_max, accept, tokens_per_step,
+//! draft_decode_tps, verify_s, target_decode_tps, effective_decode_tps }`;
+//! with a draft `predicted.decode_tps` is the effective speed of
+//! speculative decoding and `devices[]` include the draft's memory. `predicted` is null when the hardware
 //! file lacks bandwidths. A request that cannot fit exits with code 3 and
 //! `{ fits: false, short: [{ target, need, capacity }], nearest: [{ change,
 //! n_ctx, decode_tps, argv }] }`.
@@ -25,10 +29,11 @@ use crate::gguf::GgmlType;
 use crate::hardware::{presets, Hardware};
 use crate::model::Model;
 use crate::solver::baseline::{baselines, why, Baseline};
-use crate::solver::exact::LlamaCppSimulator;
+use crate::solver::exact::{LlamaCppDraftSimulator, LlamaCppSimulator};
 use crate::solver::milp::Limits;
 use crate::solver::plan::{
-    CtxRequest, Outcome, PlanError, Planner, Request, SolverChoice, SweepRow,
+    CtxRequest, DraftModel, DraftPlace, Outcome, PlanError, Planner, Request, SolverChoice,
+    SweepRow,
 };
 use crate::solver::sim::{SimReport, Simulator};
 use crate::solver::synthetic;
@@ -57,7 +62,8 @@ pub struct Args {
     /// Micro-batch candidates (`-ub`), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "512")]
     pub ub: Vec<u64>,
-    /// Logical batch (`-b`; default 2048, at least the micro-batch).
+    /// Logical batch (`-b`). Default: searched from {2048, 4096, ub}, at
+    /// least the micro-batch and, with --draft, -np × (1 + --draft-max).
     #[arg(short = 'b', long)]
     pub batch: Option<u64>,
     /// Flash attention candidates: on, off.
@@ -113,6 +119,30 @@ pub struct Args {
     /// llama-server cannot load.
     #[arg(long, value_name = "PATH")]
     pub model_path: Option<String>,
+    /// A draft model for speculative decoding (GGUF or profile .toml; a
+    /// small model of the same family). Its memory is reserved where the
+    /// plan puts it and `-md … --spec-type draft-simple` is emitted.
+    #[arg(long, value_name = "MODEL")]
+    pub draft: Option<String>,
+    /// The draft GGUF path llama-server loads (`-md`); default: --draft.
+    #[arg(long, value_name = "PATH", requires = "draft")]
+    pub draft_path: Option<String>,
+    /// Tokens drafted per step (`--spec-draft-n-max`; llama.cpp's default
+    /// 3), or `auto`: the count in 1..=16 with the best predicted speed.
+    #[arg(long, default_value = "3", requires = "draft")]
+    pub draft_max: String,
+    /// Assumed probability that the target accepts a drafted token (speed
+    /// model only; llama-server logs the measured `draft acceptance`).
+    #[arg(long, default_value_t = 0.7, requires = "draft")]
+    pub draft_accept: f64,
+    /// Put the draft on this device (or `CPU`); default: the fastest plan
+    /// over every GPU and the host.
+    #[arg(long, value_name = "DEV", requires = "draft")]
+    pub draft_dev: Option<String>,
+    /// Keep the hardware file's device order (by default the planner also
+    /// tries each device last in `-dev`, where it holds the output layer).
+    #[arg(long)]
+    pub no_reorder: bool,
     /// Leave the solver's run time out of the table output (reproducible
     /// text, e.g. the examples in generated/).
     #[arg(long)]
@@ -196,6 +226,9 @@ fn request(a: &Args) -> anyhow::Result<Request> {
             time_limit_s: a.time_limit,
             mip_gap: a.gap,
         },
+        draft_place: None,
+        reorder: !a.no_reorder,
+        dev_order: None,
     })
 }
 
@@ -358,9 +391,51 @@ fn type_name(t: GgmlType) -> String {
 pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
     let (hw, source) = presets::load_file_or_preset(&a.hw)?;
     let model = load_model(&a.model)?;
-    let req = request(a)?;
-    let planner = Planner::new(&model, &hw, req.devices.as_deref())?;
-    let sim = simulator();
+    let mut req = request(a)?;
+    let draft_model = match &a.draft {
+        Some(d) => Some(load_model(d).with_context(|| format!("--draft {d}"))?),
+        None => None,
+    };
+    let mut planner = Planner::new(&model, &hw, req.devices.as_deref())?;
+    let sim: Box<dyn Simulator + '_> = match &draft_model {
+        Some(dm) => {
+            if !(0.0..=1.0).contains(&a.draft_accept) {
+                bail!("--draft-accept must be between 0 and 1");
+            }
+            let (n_max, auto) = match a.draft_max.as_str() {
+                "auto" => (16, true),
+                n => match n.parse::<u32>() {
+                    Ok(n) if n > 0 => (n, false),
+                    _ => bail!("--draft-max: expected a positive count or auto, got {n:?}"),
+                },
+            };
+            req.draft_place = match a.draft_dev.as_deref() {
+                None => None,
+                Some("CPU") | Some("cpu") => Some(DraftPlace::Host),
+                Some(n) => Some(DraftPlace::Device(
+                    hw.devices
+                        .iter()
+                        .position(|d| d.name == n)
+                        .with_context(|| format!("--draft-dev: no device named {n}"))?,
+                )),
+            };
+            planner = planner.with_draft(DraftModel {
+                model: dm,
+                path: a
+                    .draft_path
+                    .clone()
+                    .unwrap_or_else(|| a.draft.clone().unwrap_or_default()),
+                n_max,
+                auto,
+                accept: a.draft_accept,
+            });
+            Box::new(LlamaCppDraftSimulator {
+                opts: Default::default(),
+                draft: dm,
+            })
+        }
+        None => simulator(),
+    };
     if a.sweep {
         return sweep(a, &planner, &req, sim.as_ref());
     }
@@ -484,11 +559,12 @@ fn emit(
 fn print_plan(a: &Args, model: &Model, source: &str, out: &Outcome, rows: &[DeviceRow]) {
     let c = &out.plan.ctx;
     println!(
-        "{} on {source}: -c {} -np {}{} -ub {} -fa {} -ctk {} -ctv {}",
+        "{} on {source}: -c {} -np {}{} -b {} -ub {} -fa {} -ctk {} -ctv {}",
         model.profile.name,
         c.n_ctx,
         c.n_seq,
         if c.kv_unified { " -kvu" } else { "" },
+        c.batch,
         c.ubatch,
         if c.flash_attn { "on" } else { "off" },
         type_name(c.type_k),
@@ -507,6 +583,28 @@ fn print_plan(a: &Args, model: &Model, source: &str, out: &Outcome, rows: &[Devi
         println!(
             "predicted: - (the hardware file lacks bandwidths; plans were ranked with defaults)"
         );
+    }
+    if let Some(d) = &out.draft {
+        if out.rates_complete {
+            println!(
+                "draft on {}: {} tokens per step at {:.0} % acceptance (assumed) = {:.2} tokens per verify; draft {:.1} t/s, target alone {:.1} t/s -> effective {:.1} t/s",
+                d.device,
+                d.n_max,
+                d.accept * 100.0,
+                d.tokens_per_step,
+                d.draft_decode_tps,
+                d.target_decode_tps,
+                d.effective_decode_tps
+            );
+            if d.effective_decode_tps < d.target_decode_tps {
+                println!(
+                    "note: the draft slows decoding here (verifying {} tokens reads more of the target than it saves); plan without --draft",
+                    d.n_max + 1
+                );
+            }
+        } else {
+            println!("draft on {}: {} tokens per step", d.device, d.n_max);
+        }
     }
     println!(
         "solver: {}{}{}; checked by: {}{}",
@@ -626,8 +724,10 @@ fn explain(hw: &Hardware, planner: &Planner, out: &Outcome, bases: &[Baseline], 
         "How: every device keeps {margin} free; the DP searches every contiguous split (CPU prefix, \
          then one range per device in order) and, where a range does not fit, moves the routed \
          experts (dense models: FFN) of its first blocks to the host; the MILP covers models whose \
-         blocks differ. Decode time = Σ bytes read per token ÷ bandwidth + 20 µs per graph split; \
-         prefill = FLOPs ÷ TFLOPS + host weights copied per micro-batch (README \"Speed model\")."
+         blocks differ; with bandwidths it also tries other -dev orders, and with --draft every \
+         place of the draft (its memory reserved first). Decode time = Σ bytes read per token ÷ \
+         bandwidth + 20 µs per graph split (with a draft: accepted tokens per draft-and-verify \
+         step); prefill = FLOPs ÷ TFLOPS + host weights copied per micro-batch (README \"Speed model\")."
     );
     if let Some(p) = planner.rates.complete.then_some(&out.prediction) {
         let shares: Vec<String> = p
@@ -678,6 +778,7 @@ fn json(a: &Args, done: &Done, rows: Vec<DeviceRow>) -> anyhow::Result<ExitCode>
         rounds: u32,
         simulator: &'a str,
         argv: &'a [String],
+        draft: Option<&'a crate::solver::plan::DraftPrediction>,
         #[serde(skip_serializing_if = "Option::is_none")]
         baselines: Option<Vec<BaselineJson<'a>>>,
     }
@@ -729,6 +830,7 @@ fn json(a: &Args, done: &Done, rows: Vec<DeviceRow>) -> anyhow::Result<ExitCode>
         rounds: out.rounds,
         simulator: &out.report.simulator,
         argv: &out.argv,
+        draft: out.draft.as_ref(),
         baselines,
     };
     println!("{}", serde_json::to_string_pretty(&r)?);

@@ -271,9 +271,9 @@ pub trait Emitter {
 pub fn emitter(format: Format) -> &'static dyn Emitter {
     match format {
         Format::Shell => &shell::Shell,
-        Format::ModelsConf => &models_conf::ModelsConf,
+        Format::ModelsConf => &models_conf::EMITTER,
         Format::LlamaSwap => &llama_swap::LlamaSwap,
-        Format::Preset => &preset::Preset,
+        Format::Preset => &preset::EMITTER,
     }
 }
 

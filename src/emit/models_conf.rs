@@ -38,12 +38,18 @@
 
 use super::flags::{self, Item};
 use super::sections::{self, Kind};
-use super::{summary, Deployment, EmitError, Emitter, Format, Updated};
-
-/// The models.conf emitter.
-pub struct ModelsConf;
+use super::{Deployment, EmitError, Format};
 
 const F: Format = Format::ModelsConf;
+
+/// The models.conf emitter.
+pub const EMITTER: sections::SectionEmitter = sections::SectionEmitter {
+    format: F,
+    name_problem,
+    no_device_restriction: "models.conf has no environment key; use -dev in the flags",
+    keys,
+    classify,
+};
 
 /// Why `word` cannot be written into `EXTRA_ARGS` (see the module docs).
 fn word_problem(word: &str) -> Option<&'static str> {
@@ -74,8 +80,8 @@ fn check_word(what: &str, word: &str) -> Result<(), EmitError> {
     }
 }
 
-fn check_name(name: &str) -> Result<(), EmitError> {
-    let reason = if name.contains(['[', ']']) {
+fn name_problem(name: &str) -> Option<&'static str> {
+    if name.contains(['[', ']']) {
         Some("brackets end the section header")
     } else if name.trim() != name {
         Some("leading or trailing whitespace is dropped by readers")
@@ -83,29 +89,12 @@ fn check_name(name: &str) -> Result<(), EmitError> {
         Some("starts with a comment character")
     } else {
         None
-    };
-    match reason {
-        Some(reason) => Err(EmitError::BadName {
-            format: F,
-            name: name.to_string(),
-            reason,
-        }),
-        None => Ok(()),
     }
 }
 
-/// The section's lines: comment block, header, keys.
-fn block(d: &Deployment) -> Result<Vec<String>, EmitError> {
-    d.check_common(F)?;
-    check_name(&d.name)?;
-    if d.visible_devices.is_some() {
-        return Err(EmitError::Unrepresentable {
-            format: F,
-            what: "device restriction".to_string(),
-            value: d.cuda_visible_devices().unwrap_or_default(),
-            reason: "models.conf has no environment key; use -dev in the flags",
-        });
-    }
+/// The keys: CTX_SIZE, N_GPU_LAYERS and FIT from their flags, every
+/// other flag in EXTRA_ARGS.
+fn keys(d: &Deployment) -> Result<Vec<String>, EmitError> {
     let (mut ctx, mut ngl, mut fit) = (None, None, None);
     let mut extra: Vec<&str> = Vec::new();
     for item in flags::read_argv(&d.argv)? {
@@ -134,8 +123,7 @@ fn block(d: &Deployment) -> Result<Vec<String>, EmitError> {
             Item::Other(w) => extra.push(w),
         }
     }
-    let mut lines = summary::comment_block(F, d)?;
-    lines.push(format!("[{}]", d.name));
+    let mut lines = Vec::new();
     for (key, value) in [("CTX_SIZE", ctx), ("N_GPU_LAYERS", ngl), ("FIT", fit)] {
         if let Some(v) = value {
             check_word(key, v)?;
@@ -181,31 +169,16 @@ pub fn classify(line: &str) -> Result<Kind, String> {
     Err("not a [section], KEY=value, comment or blank line".to_string())
 }
 
-impl Emitter for ModelsConf {
-    fn format(&self) -> Format {
-        F
-    }
-
-    fn render(&self, d: &Deployment) -> Result<String, EmitError> {
-        let mut s = block(d)?.join("\n");
-        s.push('\n');
-        Ok(s)
-    }
-
-    fn update(&self, existing: &str, d: &Deployment) -> Result<Updated, EmitError> {
-        sections::replace_section(F, existing, &d.name, &block(d)?, classify)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::emit::fixtures::{brief_deployment, words};
     use crate::emit::Action;
+    use crate::emit::Emitter;
 
     #[test]
     fn snapshot_brief_profile() {
-        let out = ModelsConf.render(&brief_deployment()).unwrap();
+        let out = EMITTER.render(&brief_deployment()).unwrap();
         insta::assert_snapshot!(out, @r"
         # ggplan 0.1.0 plan for /models/Qwen3-Coder-30B-A3B-Q5_K_M.gguf
         # hardware: hardware/workstation-4090-5070ti.toml
@@ -228,7 +201,7 @@ mod tests {
     #[test]
     fn extra_args_split_on_whitespace_gives_the_argv_back() {
         let d = brief_deployment();
-        let out = ModelsConf.render(&d).unwrap();
+        let out = EMITTER.render(&d).unwrap();
         let get = |k: &str| {
             out.lines()
                 .find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
@@ -250,21 +223,18 @@ mod tests {
     #[test]
     fn refuses_what_cannot_be_represented() {
         let mut d = Deployment::new("m", "/m.gguf", words("-c 4096 --alias a_b"));
-        assert!(ModelsConf.render(&d).is_ok());
+        assert!(EMITTER.render(&d).is_ok());
         for bad in ["two words", "it's", "$HOME", "a;b", "x#y"] {
             d.argv = vec!["--alias".into(), bad.into()];
-            let e = ModelsConf.render(&d).unwrap_err();
+            let e = EMITTER.render(&d).unwrap_err();
             assert!(matches!(e, EmitError::Unrepresentable { .. }), "{bad}: {e}");
         }
         d.argv = vec![];
         d.visible_devices = Some(vec![1]);
-        assert!(ModelsConf.render(&d).is_err());
+        assert!(EMITTER.render(&d).is_err());
         d.visible_devices = None;
         d.name = "a]b".into();
-        assert!(matches!(
-            ModelsConf.render(&d),
-            Err(EmitError::BadName { .. })
-        ));
+        assert!(matches!(EMITTER.render(&d), Err(EmitError::BadName { .. })));
     }
 
     #[test]
@@ -284,9 +254,9 @@ EXTRA_ARGS=-b 512
 [gpt-oss]
 CTX_SIZE=65536";
         let d = brief_deployment();
-        let u = ModelsConf.update(existing, &d).unwrap();
+        let u = EMITTER.update(existing, &d).unwrap();
         assert_eq!(u.action, Action::Replaced);
-        let rendered = ModelsConf.render(&d).unwrap();
+        let rendered = EMITTER.render(&d).unwrap();
         let head = "; launcher profiles\n[glm-flash]\nCTX_SIZE=131072\nN_GPU_LAYERS=99\nEXTRA_ARGS=--jinja -np 1\n\n# production profile, hand-tuned\n";
         assert_eq!(
             u.text,
@@ -294,11 +264,11 @@ CTX_SIZE=65536";
         );
         // Idempotent.
         assert_eq!(
-            ModelsConf.update(&u.text, &d).unwrap().action,
+            EMITTER.update(&u.text, &d).unwrap().action,
             Action::Unchanged
         );
         // An unparsable file is refused.
-        let e = ModelsConf.update("[a]\nnot a line\n", &d).unwrap_err();
+        let e = EMITTER.update("[a]\nnot a line\n", &d).unwrap_err();
         assert!(matches!(e, EmitError::Unparsable { line: 2, .. }), "{e}");
     }
 }

@@ -29,12 +29,19 @@
 
 use super::flags::{self, Arity, Item, LAUNCHER_OWNED};
 use super::sections::{self, Kind};
-use super::{summary, Deployment, EmitError, Emitter, Format, Updated};
-
-/// The preset emitter.
-pub struct Preset;
+use super::{Deployment, EmitError, Format};
 
 const F: Format = Format::Preset;
+
+/// The `--models-preset` emitter.
+pub const EMITTER: sections::SectionEmitter = sections::SectionEmitter {
+    format: F,
+    name_problem,
+    no_device_restriction:
+        "router children inherit the router's environment; use device = … instead",
+    keys,
+    classify,
+};
 
 fn value_problem(v: &str) -> Option<&'static str> {
     if v.is_empty() {
@@ -62,8 +69,8 @@ fn check_value(key: &str, v: &str) -> Result<(), EmitError> {
     }
 }
 
-fn check_name(name: &str) -> Result<(), EmitError> {
-    let reason = if name == "*" {
+fn name_problem(name: &str) -> Option<&'static str> {
+    if name == "*" {
         Some("[*] is the global section, not a model")
     } else if name.contains(']') {
         Some("']' ends the section header")
@@ -76,14 +83,6 @@ fn check_name(name: &str) -> Result<(), EmitError> {
         Some("llama-server upper-cases the tag after ':', so the model would get another name")
     } else {
         None
-    };
-    match reason {
-        Some(reason) => Err(EmitError::BadName {
-            format: F,
-            name: name.to_string(),
-            reason,
-        }),
-        None => Ok(()),
     }
 }
 
@@ -128,23 +127,12 @@ pub fn pairs(d: &Deployment) -> Result<Vec<(String, String)>, EmitError> {
     Ok(out)
 }
 
-fn block(d: &Deployment) -> Result<Vec<String>, EmitError> {
-    d.check_common(F)?;
-    check_name(&d.name)?;
-    if d.visible_devices.is_some() {
-        return Err(EmitError::Unrepresentable {
-            format: F,
-            what: "device restriction".to_string(),
-            value: d.cuda_visible_devices().unwrap_or_default(),
-            reason: "router children inherit the router's environment; use device = … instead",
-        });
-    }
-    let mut lines = summary::comment_block(F, d)?;
-    lines.push(format!("[{}]", d.name));
-    for (k, v) in pairs(d)? {
-        lines.push(format!("{k} = {v}"));
-    }
-    Ok(lines)
+/// The keys: one `long-name = value` per flag.
+fn keys(d: &Deployment) -> Result<Vec<String>, EmitError> {
+    Ok(pairs(d)?
+        .into_iter()
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect())
 }
 
 fn is_ws(c: char) -> bool {
@@ -207,27 +195,12 @@ pub fn classify(line: &str) -> Result<Kind, String> {
     Ok(Kind::Entry)
 }
 
-impl Emitter for Preset {
-    fn format(&self) -> Format {
-        F
-    }
-
-    fn render(&self, d: &Deployment) -> Result<String, EmitError> {
-        let mut s = block(d)?.join("\n");
-        s.push('\n');
-        Ok(s)
-    }
-
-    fn update(&self, existing: &str, d: &Deployment) -> Result<Updated, EmitError> {
-        sections::replace_section(F, existing, &d.name, &block(d)?, classify)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::emit::fixtures::{brief_deployment, words};
     use crate::emit::Action;
+    use crate::emit::Emitter;
 
     fn planner_deployment() -> Deployment {
         let mut d = brief_deployment();
@@ -241,7 +214,7 @@ mod tests {
 
     #[test]
     fn snapshot_every_planner_flag() {
-        let out = Preset.render(&planner_deployment()).unwrap();
+        let out = EMITTER.render(&planner_deployment()).unwrap();
         insta::assert_snapshot!(out, @r"
         # ggplan 0.1.0 plan for /models/Qwen3-Coder-30B-A3B-Q5_K_M.gguf
         # hardware: hardware/workstation-4090-5070ti.toml
@@ -284,7 +257,7 @@ mod tests {
     #[test]
     fn preset_reads_back_to_the_same_options() {
         let d = planner_deployment();
-        let out = Preset.render(&d).unwrap();
+        let out = EMITTER.render(&d).unwrap();
         let mut back: Vec<String> = Vec::new();
         for line in out
             .lines()
@@ -312,20 +285,20 @@ mod tests {
     #[test]
     fn refuses_unknown_flags_and_unwritable_values() {
         let mut d = Deployment::new("m", "/m.gguf", words("-c 4096 --jinja"));
-        let e = Preset.render(&d).unwrap_err();
+        let e = EMITTER.render(&d).unwrap_err();
         assert!(
             matches!(&e, EmitError::UnknownFlag { flag, .. } if flag == "--jinja"),
             "{e}"
         );
         d.argv = words("--port 8080");
         assert!(matches!(
-            Preset.render(&d),
+            EMITTER.render(&d),
             Err(EmitError::LauncherOwned { .. })
         ));
         for bad in ["a;b=CPU", "a#b=CPU"] {
             d.argv = vec!["-ot".into(), bad.into()];
             assert!(
-                matches!(Preset.render(&d), Err(EmitError::Unrepresentable { .. })),
+                matches!(EMITTER.render(&d), Err(EmitError::Unrepresentable { .. })),
                 "{bad}"
             );
         }
@@ -333,12 +306,12 @@ mod tests {
         for bad in ["*", "org/m:q4_k_m", " m"] {
             d.name = bad.into();
             assert!(
-                matches!(Preset.render(&d), Err(EmitError::BadName { .. })),
+                matches!(EMITTER.render(&d), Err(EmitError::BadName { .. })),
                 "{bad}"
             );
         }
         d.name = "org/m:Q4_K_M".into();
-        assert!(Preset.render(&d).is_ok());
+        assert!(EMITTER.render(&d).is_ok());
     }
 
     #[test]
@@ -363,14 +336,14 @@ mod tests {
             "/abs/path/model-Q4_K_M.gguf",
             words("-c 4096"),
         );
-        let u = Preset.update(existing, &d).unwrap();
+        let u = EMITTER.update(existing, &d).unwrap();
         assert_eq!(u.action, Action::Replaced);
         assert_eq!(
             u.text,
             "version = 1\r\n\r\n[*]\r\nc = 8192\r\nn-gpu-layers = 8\r\n\r\n# ggplan plan for /abs/path/model-Q4_K_M.gguf\r\n[custom_model]\r\nmodel = /abs/path/model-Q4_K_M.gguf\r\nctx-size = 4096\r\n"
         );
         d.name = "other".into();
-        let u2 = Preset.update(&u.text, &d).unwrap();
+        let u2 = EMITTER.update(&u.text, &d).unwrap();
         assert_eq!(u2.action, Action::Added);
         assert!(u2.text.starts_with(&u.text));
     }

@@ -25,7 +25,73 @@
 //! old last line (the only byte outside the entry that can change), plus a
 //! blank separator line if the file did not already end with one.
 
-use super::{Action, EmitError, Format, Updated};
+use super::{summary, Action, Deployment, EmitError, Emitter, Format, Updated};
+
+/// The emitter of an INI-like format of `[name]` sections (models.conf,
+/// `--models-preset`). The format supplies its name rule, its keys and a
+/// line classifier; the checks every section shares, the comment block and
+/// header, rendering and the in-place update live here once.
+pub struct SectionEmitter {
+    pub format: Format,
+    /// Why a section name would not survive the format's readers, if so.
+    pub name_problem: fn(&str) -> Option<&'static str>,
+    /// Why the format cannot restrict visible devices (it has no place for
+    /// `CUDA_VISIBLE_DEVICES`) and what to use instead.
+    pub no_device_restriction: &'static str,
+    /// The key lines after the `[name]` header.
+    pub keys: fn(&Deployment) -> Result<Vec<String>, EmitError>,
+    /// What a line of an existing file is.
+    pub classify: fn(&str) -> Result<Kind, String>,
+}
+
+impl SectionEmitter {
+    /// The section's lines: comment block, header, keys.
+    fn block(&self, d: &Deployment) -> Result<Vec<String>, EmitError> {
+        let format = self.format;
+        d.check_common(format)?;
+        if let Some(reason) = (self.name_problem)(&d.name) {
+            return Err(EmitError::BadName {
+                format,
+                name: d.name.clone(),
+                reason,
+            });
+        }
+        if d.visible_devices.is_some() {
+            return Err(EmitError::Unrepresentable {
+                format,
+                what: "device restriction".to_string(),
+                value: d.cuda_visible_devices().unwrap_or_default(),
+                reason: self.no_device_restriction,
+            });
+        }
+        let mut lines = summary::comment_block(format, d)?;
+        lines.push(format!("[{}]", d.name));
+        lines.extend((self.keys)(d)?);
+        Ok(lines)
+    }
+}
+
+impl Emitter for SectionEmitter {
+    fn format(&self) -> Format {
+        self.format
+    }
+
+    fn render(&self, d: &Deployment) -> Result<String, EmitError> {
+        let mut s = self.block(d)?.join("\n");
+        s.push('\n');
+        Ok(s)
+    }
+
+    fn update(&self, existing: &str, d: &Deployment) -> Result<Updated, EmitError> {
+        replace_section(
+            self.format,
+            existing,
+            &d.name,
+            &self.block(d)?,
+            self.classify,
+        )
+    }
+}
 
 /// The first line of the comment block ggplan writes above a section.
 pub const MARKER: &str = "# ggplan";

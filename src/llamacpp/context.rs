@@ -53,14 +53,11 @@ impl CtxParams {
         });
 
         // Outputs reserved in the graph (§4.3): the server asks for
-        // n_parallel·(1 + n_draft) (server-context.cpp), other tools leave the
-        // API default 0 ⇒ n_batch.
+        // n_parallel·(1 + n_draft) (server-context.cpp `server_output_limits`,
+        // n_draft = `common_speculative_n_max` of the --spec-type list), other
+        // tools leave the API default 0 ⇒ n_batch.
         let n_outputs_max = if flags.tool == Tool::Server && build.server_limits_outputs() {
-            let n_draft = if flags.draft.is_some() {
-                u64::from(flags.draft_max)
-            } else {
-                0
-            };
+            let n_draft = flags.n_draft();
             n_batch.min(n_seq_max * (1 + n_draft))
         } else {
             n_batch

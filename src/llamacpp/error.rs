@@ -41,6 +41,17 @@ pub enum SimError {
     Unsupported(String),
     #[error("model tensor {name}: {reason}")]
     Tensor { name: String, reason: String },
+    /// `llama_model_create` (src/llama-model.cpp) for the archs
+    /// `llm_arch_supports_sm_tensor` refuses.
+    #[error("-sm tensor: LLAMA_SPLIT_MODE_TENSOR not implemented for architecture '{0}'")]
+    SmTensorArch(String),
+    /// `llama_init_from_model` (src/llama-context.cpp): `-fa auto` is turned
+    /// on, `-fa off` refused.
+    #[error("-sm tensor with -fa off: SPLIT_MODE_TENSOR requires flash_attn to be enabled")]
+    SmTensorNeedsFa,
+    /// `llama_prepare_model_devices` (src/llama.cpp).
+    #[error("-sm tensor: LLAMA_SPLIT_MODE_TENSOR needs >= 1 devices")]
+    SmTensorNoDevices,
     #[error("--override-kv {key}: {reason}")]
     KvOverride { key: String, reason: String },
 }

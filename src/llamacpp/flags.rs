@@ -9,6 +9,7 @@
 use crate::gguf::GgmlType;
 
 use super::error::FlagError;
+use super::options;
 use super::overrides::{OverridePattern, LLM_FFN_EXPS_REGEX};
 
 /// `-fa on|off|auto` (common/arg.cpp `--flash-attn`; default auto).
@@ -145,9 +146,20 @@ pub struct Flags {
     pub no_host: bool,
     pub op_offload: bool,
     pub fit: bool,
+    /// `-fitt MiB0,MiB1,…` in bytes (empty: 1 GiB each; one value: every device).
+    pub fit_target: Vec<u64>,
+    /// `-fitc N` (default 4096; `-c 0` sets u32::MAX: never reduce the context).
+    pub fit_ctx: u64,
     pub draft: Option<DraftFlags>,
-    /// `--draft-max` (speculative outputs per slot), 0 without a draft.
+    /// `--spec-draft-n-max` (b11434; `--draft-max` before): tokens drafted
+    /// per step (`common_params_speculative_draft::n_max`, default 3).
     pub draft_max: u32,
+    /// `draft_max` came from the pre-b11434 `--draft-max` spelling, whose
+    /// builds drafted with `-md` alone (no `--spec-type`).
+    pub draft_max_legacy: bool,
+    /// `--spec-type a,b` (default `none`: `-md` alone loads the draft but
+    /// does not draft with it).
+    pub spec_types: Vec<String>,
     pub kv_overrides: Vec<KvOverride>,
     pub tool: Tool,
     /// Flags accepted but with no memory effect (verbatim, without values).
@@ -179,8 +191,12 @@ impl Default for Flags {
             no_host: false,
             op_offload: true,
             fit: true,
+            fit_target: Vec::new(),
+            fit_ctx: super::fit::FIT_CTX_DEFAULT,
             draft: None,
-            draft_max: 16,
+            draft_max: 3,
+            draft_max_legacy: false,
+            spec_types: Vec::new(),
             kv_overrides: Vec::new(),
             tool: Tool::Server,
             ignored: Vec::new(),
@@ -277,16 +293,11 @@ const IGNORED_WITH_VALUE: &[&str] = &[
     "--yarn-attn-factor",
     "--yarn-beta-slow",
     "--yarn-beta-fast",
-    "-fitt",
-    "--fit-target",
-    "-fitc",
-    "--fit-ctx",
     "-fitp",
     "--fit-print",
     "--draft-min",
     "--draft-n-min",
     "--draft-p-min",
-    "--spec-type",
     "--slot-save-path",
     "--media-path",
     "--path",
@@ -398,6 +409,21 @@ const IGNORED_SWITCHES: &[&str] = &[
     "--lora-init-without-apply",
     "--no-cache-prompt",
     "--cache-prompt",
+];
+
+/// `--spec-type` values (common/speculative.cpp `common_speculative_type_from_name_map`).
+const SPEC_TYPES: &[&str] = &[
+    "none",
+    "draft-simple",
+    "draft-eagle3",
+    "draft-mtp",
+    "draft-dflash",
+    "draft-dspark",
+    "ngram-simple",
+    "ngram-map-k",
+    "ngram-map-k4v",
+    "ngram-mod",
+    "ngram-cache",
 ];
 
 fn parse_u64(flag: &str, v: &str) -> Result<u64, FlagError> {
@@ -617,11 +643,33 @@ impl Flags {
                     None => Err(FlagError::MissingValue(name.to_string())),
                 }
             };
-            match name {
-                "-c" | "--ctx-size" => f.ctx = Some(parse_u64(name, &value(&mut i)?)?),
-                "-b" | "--batch-size" => f.batch = parse_u64(name, &value(&mut i)?)?,
-                "-ub" | "--ubatch-size" => f.ubatch = parse_u64(name, &value(&mut i)?)?,
-                "-np" | "--parallel" => {
+            let Some(spec) = options::lookup(name) else {
+                if IGNORED_WITH_VALUE.contains(&name) {
+                    value(&mut i)?;
+                    f.ignored.push(name.to_string());
+                    continue;
+                }
+                if IGNORED_SWITCHES.contains(&name) {
+                    f.ignored.push(name.to_string());
+                    continue;
+                }
+                return Err(FlagError::Unknown(name.to_string()));
+            };
+            // Dispatch on the option's preset key (unique per spelling set
+            // in the one table, `super::options::FLAGS`).
+            match spec.preset_key {
+                "ctx-size" => {
+                    let c = parse_u64(name, &value(&mut i)?)?;
+                    f.ctx = Some(c);
+                    if c == 0 {
+                        // common/arg.cpp: "disable context reduction in
+                        // llama_params_fit if the user explicitly requests the full context size"
+                        f.fit_ctx = u64::from(u32::MAX);
+                    }
+                }
+                "batch-size" => f.batch = parse_u64(name, &value(&mut i)?)?,
+                "ubatch-size" => f.ubatch = parse_u64(name, &value(&mut i)?)?,
+                "parallel" => {
                     let n = parse_i64(name, &value(&mut i)?)?;
                     f.n_parallel = match n {
                         -1 => None,
@@ -635,9 +683,9 @@ impl Flags {
                         }
                     };
                 }
-                "-kvu" | "--kv-unified" => f.kv_unified = Some(true),
-                "-no-kvu" | "--no-kv-unified" => f.kv_unified = Some(false),
-                "-fa" | "--flash-attn" => {
+                "kv-unified" => f.kv_unified = Some(true),
+                "no-kv-unified" => f.kv_unified = Some(false),
+                "flash-attn" => {
                     let v = value(&mut i)?;
                     f.flash_attn = match v.as_str() {
                         "auto" => FlashAttn::Auto,
@@ -650,23 +698,17 @@ impl Flags {
                         }
                     };
                 }
-                "-ctk" | "--cache-type-k" => {
-                    f.cache_type_k = parse_cache_type(name, &value(&mut i)?)?
-                }
-                "-ctv" | "--cache-type-v" => {
-                    f.cache_type_v = parse_cache_type(name, &value(&mut i)?)?
-                }
-                "--swa-full" => f.swa_full = true,
-                "-nkvo" | "--no-kv-offload" => f.no_kv_offload = true,
-                "-kvo" | "--kv-offload" => f.no_kv_offload = false,
-                "-ngl" | "--gpu-layers" | "--n-gpu-layers" => {
+                "cache-type-k" => f.cache_type_k = parse_cache_type(name, &value(&mut i)?)?,
+                "cache-type-v" => f.cache_type_v = parse_cache_type(name, &value(&mut i)?)?,
+                "swa-full" => f.swa_full = true,
+                "no-kv-offload" => f.no_kv_offload = true,
+                "kv-offload" => f.no_kv_offload = false,
+                "n-gpu-layers" => {
                     f.gpu_layers = parse_ngl(name, &value(&mut i)?)?;
                     f.gpu_layers_set = !matches!(f.gpu_layers, GpuLayers::Auto);
                 }
-                "-ts" | "--tensor-split" => {
-                    f.tensor_split = parse_tensor_split(name, &value(&mut i)?)?
-                }
-                "-sm" | "--split-mode" => {
+                "tensor-split" => f.tensor_split = parse_tensor_split(name, &value(&mut i)?)?,
+                "split-mode" => {
                     let v = value(&mut i)?;
                     f.split_mode = match v.as_str() {
                         "none" => SplitMode::None,
@@ -682,85 +724,141 @@ impl Flags {
                         }
                     };
                 }
-                "-mg" | "--main-gpu" => {
+                "main-gpu" => {
                     f.main_gpu = i32::try_from(parse_i64(name, &value(&mut i)?)?).unwrap_or(-1)
                 }
-                "-dev" | "--device" => f.devices = Some(parse_dev_list(&value(&mut i)?)),
-                "-ot" | "--override-tensor" => {
+                "device" => f.devices = Some(parse_dev_list(&value(&mut i)?)),
+                "override-tensor" => {
                     let v = value(&mut i)?;
                     f.overrides.extend(parse_overrides(name, &v)?);
                 }
-                "-cmoe" | "--cpu-moe" => f.overrides.push(cpu_moe_all()?),
-                "-ncmoe" | "--n-cpu-moe" => {
+                "cpu-moe" => f.overrides.push(cpu_moe_all()?),
+                "n-cpu-moe" => {
                     let n = parse_u64(name, &value(&mut i)?)?;
                     f.overrides.extend(cpu_moe_first(n)?);
                 }
-                "--mmap" => f.load_mode = LoadMode::Mmap,
-                "--no-mmap" => f.load_mode = LoadMode::None,
-                "--mlock" => {
+                "mmap" => f.load_mode = LoadMode::Mmap,
+                "no-mmap" => f.load_mode = LoadMode::None,
+                "mlock" => {
                     f.load_mode = if f.load_mode.uses_mmap() {
                         LoadMode::MmapMlock
                     } else {
                         LoadMode::Mlock
                     }
                 }
-                "-dio" | "--direct-io" => f.load_mode = LoadMode::Dio,
-                "--load-mode" | "-lm" => f.load_mode = parse_load_mode(name, &value(&mut i)?)?,
-                "-nr" | "--no-repack" => f.repack = false,
-                "--repack" => f.repack = true,
-                "--no-host" => f.no_host = true,
-                "--no-op-offload" => f.op_offload = false,
-                "--op-offload" => f.op_offload = true,
-                "-fit" | "--fit" => f.fit = parse_on_off(name, &value(&mut i)?)?,
-                "--override-kv" => {
+                "direct-io" => f.load_mode = LoadMode::Dio,
+                "load-mode" => f.load_mode = parse_load_mode(name, &value(&mut i)?)?,
+                "no-repack" => f.repack = false,
+                "repack" => f.repack = true,
+                "no-host" => f.no_host = true,
+                "no-op-offload" => f.op_offload = false,
+                "op-offload" => f.op_offload = true,
+                "fit" => f.fit = parse_on_off(name, &value(&mut i)?)?,
+                "fit-target" => {
+                    // common/arg.cpp: split on `,` and `/`, MiB each.
+                    let v = value(&mut i)?;
+                    f.fit_target = v
+                        .split([',', '/'])
+                        .filter(|s| !s.is_empty())
+                        .map(|s| parse_u64(name, s).map(|m| m.saturating_mul(1 << 20)))
+                        .collect::<Result<_, _>>()?;
+                }
+                "fit-ctx" => f.fit_ctx = parse_u64(name, &value(&mut i)?)?,
+                "override-kv" => {
                     let v = value(&mut i)?;
                     for item in v.split(',') {
                         f.kv_overrides.push(parse_kv_override(name, item)?);
                     }
                 }
-                "-md" | "--model-draft" => f.draft_mut().model = value(&mut i)?,
-                "-ngld" | "--gpu-layers-draft" | "--n-gpu-layers-draft" => {
+                "model-draft" => f.draft_mut().model = value(&mut i)?,
+                "n-gpu-layers-draft" => {
                     f.draft_mut().gpu_layers = parse_ngl(name, &value(&mut i)?)?
                 }
-                "-cd" | "--ctx-size-draft" => {
+                "ctx-size-draft" => {
                     let n = parse_u64(name, &value(&mut i)?)?;
                     f.draft_mut().ctx = (n > 0).then_some(n);
                 }
-                "-devd" | "--device-draft" => {
-                    f.draft_mut().devices = Some(parse_dev_list(&value(&mut i)?))
-                }
-                "-ctkd" | "--cache-type-k-draft" => {
+                "device-draft" => f.draft_mut().devices = Some(parse_dev_list(&value(&mut i)?)),
+                "cache-type-k-draft" => {
                     f.draft_mut().cache_type_k = Some(parse_cache_type(name, &value(&mut i)?)?)
                 }
-                "-ctvd" | "--cache-type-v-draft" => {
+                "cache-type-v-draft" => {
                     f.draft_mut().cache_type_v = Some(parse_cache_type(name, &value(&mut i)?)?)
                 }
-                "-otd" | "--override-tensor-draft" => {
+                "override-tensor-draft" => {
                     let v = value(&mut i)?;
                     let ov = parse_overrides(name, &v)?;
                     f.draft_mut().overrides.extend(ov);
                 }
-                "-cmoed" | "--cpu-moe-draft" => {
+                "cpu-moe-draft" => {
                     let ov = cpu_moe_all()?;
                     f.draft_mut().overrides.push(ov);
                 }
-                "-ncmoed" | "--n-cpu-moe-draft" => {
+                "n-cpu-moe-draft" => {
                     let n = parse_u64(name, &value(&mut i)?)?;
                     let ov = cpu_moe_first(n)?;
                     f.draft_mut().overrides.extend(ov);
                 }
-                "--draft-max" | "--draft" | "--draft-n" => {
+                "spec-draft-n-max" => {
                     f.draft_max = u32::try_from(parse_u64(name, &value(&mut i)?)?).unwrap_or(0)
                 }
-                _ if IGNORED_WITH_VALUE.contains(&name) => {
-                    value(&mut i)?;
-                    f.ignored.push(name.to_string());
+                "draft-max" => {
+                    f.draft_max = u32::try_from(parse_u64(name, &value(&mut i)?)?).unwrap_or(0);
+                    f.draft_max_legacy = true;
                 }
-                _ if IGNORED_SWITCHES.contains(&name) => f.ignored.push(name.to_string()),
-                _ => return Err(FlagError::Unknown(name.to_string())),
+                "spec-type" => {
+                    let v = value(&mut i)?;
+                    for t in v.split(',') {
+                        let t = t.trim();
+                        if !SPEC_TYPES.contains(&t) {
+                            return Err(FlagError::BadValue {
+                                flag: name.to_string(),
+                                value: t.to_string(),
+                                expected: "a speculative type (none, draft-simple, draft-eagle3, draft-mtp, draft-dflash, draft-dspark, ngram-simple, ngram-map-k, ngram-map-k4v, ngram-mod, ngram-cache)",
+                            });
+                        }
+                        f.spec_types.push(t.to_string());
+                    }
+                }
+                // A table entry without a dispatch arm is a bug of ours
+                // (the `every_table_entry_parses` test catches it).
+                other => return Err(FlagError::Unknown(other.to_string())),
             }
         }
         Ok(f)
+    }
+
+    /// Tokens drafted per step, as `common_speculative_n_max` derives it
+    /// from the speculative types (common/speculative.cpp): the draft's
+    /// `n_max` for the model-based types, the n-gram types' own defaults
+    /// (`size_m` 48, ngram-mod `n_max` 64, ngram-cache 8). The server sizes
+    /// the main context's outputs with it (`server_output_limits`).
+    pub fn n_draft(&self) -> u64 {
+        if self.spec_types.is_empty() && self.draft_max_legacy && self.draft.is_some() {
+            return u64::from(self.draft_max);
+        }
+        self.spec_types
+            .iter()
+            .map(|t| match t.as_str() {
+                "draft-simple" | "draft-eagle3" | "draft-mtp" | "draft-dflash" | "draft-dspark" => {
+                    u64::from(self.draft_max)
+                }
+                "ngram-simple" | "ngram-map-k" | "ngram-map-k4v" => 48,
+                "ngram-mod" => 64,
+                "ngram-cache" => 8,
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// `--fit-target` of model device `i` in bytes (common/arg.cpp: a single
+    /// value is broadcast, missing ones keep the 1 GiB default).
+    pub fn fit_margin(&self, i: usize) -> u64 {
+        match self.fit_target.as_slice() {
+            [one] => *one,
+            v => v.get(i).copied().unwrap_or(super::fit::FIT_TARGET_DEFAULT),
+        }
     }
 
     fn draft_mut(&mut self) -> &mut DraftFlags {
@@ -907,11 +1005,84 @@ mod tests {
         assert!(Flags::parse(&["--override-kv", "a=int:x"]).is_err());
     }
 
+    /// Every spelling of the one option table (which `crate::emit` writes
+    /// with) is parsed: the planner never emits a flag it cannot simulate.
+    #[test]
+    fn every_table_entry_parses() {
+        use super::options::{Arity, FLAGS};
+        let sample = |key: &str| match key {
+            "tensor-split" => "1,1",
+            "split-mode" => "layer",
+            "device" | "device-draft" => "none",
+            "override-tensor" | "override-tensor-draft" => "exps=CPU",
+            "flash-attn" => "on",
+            "cache-type-k" | "cache-type-v" | "cache-type-k-draft" | "cache-type-v-draft" => "q8_0",
+            "fit" => "off",
+            "fit-target" => "1024,512",
+            "load-mode" => "none",
+            "override-kv" => "llama.context_length=int:4096",
+            "model-draft" => "d.gguf",
+            "spec-type" => "draft-simple",
+            _ => "2",
+        };
+        for spec in FLAGS {
+            for name in spec.names {
+                let mut argv = vec![*name];
+                if spec.arity == Arity::Value {
+                    argv.push(sample(spec.preset_key));
+                }
+                if let Err(e) = Flags::parse(&argv) {
+                    panic!("{argv:?}: in the option table but not parsed: {e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn speculative_types_set_the_drafted_outputs() {
+        // b11434: -md alone loads the draft but drafts nothing.
+        assert_eq!(p(&["-md", "d.gguf"]).n_draft(), 0);
+        let f = p(&["-md", "d.gguf", "--spec-type", "draft-simple"]);
+        assert_eq!(f.n_draft(), 3);
+        let f = p(&[
+            "-md",
+            "d.gguf",
+            "--spec-type",
+            "draft-simple",
+            "--spec-draft-n-max",
+            "8",
+        ]);
+        assert_eq!(f.n_draft(), 8);
+        assert_eq!(p(&["--spec-type", "ngram-mod"]).n_draft(), 64);
+        // Pre-b11434 spelling: -md drafted --draft-max tokens by itself.
+        assert_eq!(p(&["-md", "d.gguf", "--draft-max", "16"]).n_draft(), 16);
+        assert!(Flags::parse(&["--spec-type", "bogus"]).is_err());
+    }
+
     #[test]
     fn np_auto_and_bad_cache_type() {
         assert_eq!(p(&["-np", "-1"]).n_parallel, None);
         assert!(Flags::parse(&["-np", "0"]).is_err());
         let e = Flags::parse(&["-ctk", "q3_k"]).unwrap_err();
         assert!(e.to_string().contains("-ctk"));
+    }
+
+    #[test]
+    fn fit_target_and_min_context_follow_common_arg() {
+        let gib = 1u64 << 30;
+        let f = p(&[]);
+        assert_eq!((f.fit_margin(0), f.fit_margin(3)), (gib, gib));
+        assert_eq!(f.fit_ctx, 4096);
+        // One value is broadcast; a list sets devices in order, the rest keep 1 GiB.
+        assert_eq!(p(&["-fitt", "512"]).fit_margin(5), 512 << 20);
+        let f = p(&["--fit-target", "0,2048/256"]);
+        assert_eq!(
+            (0..4).map(|i| f.fit_margin(i)).collect::<Vec<_>>(),
+            [0, 2048 << 20, 256 << 20, gib]
+        );
+        assert_eq!(p(&["-fitc", "8192"]).fit_ctx, 8192);
+        // -c 0 asks for the full context: fit never reduces it.
+        assert_eq!(p(&["-c", "0"]).fit_ctx, u64::from(u32::MAX));
+        assert!(Flags::parse(&["-fitt", "x"]).is_err());
     }
 }

@@ -9,11 +9,14 @@ pub mod build;
 pub mod context;
 pub mod device;
 pub mod error;
+pub mod fit;
 pub mod flags;
 pub mod graph;
 pub mod kv;
+pub mod options;
 pub mod overrides;
 pub mod place;
+pub mod tensor_split;
 
 use std::collections::BTreeMap;
 
@@ -23,12 +26,16 @@ pub use build::{LlamaBuild, FIXTURE_BUILD};
 pub use context::CtxParams;
 pub use device::{BackendKind, Device};
 pub use error::{FlagError, SimError};
-pub use flags::{Flags, Tool};
+pub use flags::{Flags, TensorOverride, Tool};
 pub use place::{Buft, HostCpu, Placement};
 
 use crate::model::{Model, TensorGroup};
 use flags::{KvValue, LoadMode};
 use kv::KvLayout;
+
+/// The warning [`simulate`] gives when `--fit` is on: it simulates the flags
+/// as given, without fit's changes ([`fit::fit`] computes those).
+pub const FIT_NOT_APPLIED: &str = "--fit is on (llama.cpp's default): if this does not fit, llama.cpp changes the unset -c/-ngl/-ts/-ot at load; pass -fit off to pin them";
 
 /// How to run a simulation besides the flags.
 #[derive(Clone, Copy, Debug, Default)]
@@ -148,22 +155,22 @@ pub fn simulate(
     flags: &Flags,
     opts: &Options,
 ) -> Result<Simulation, SimError> {
-    let (mut sim, _) = simulate_one(model, devices, flags, opts)?;
+    simulate_placed(model, draft, devices, flags, opts).map(|(sim, _)| sim)
+}
+
+/// [`simulate`], with the main model's [`Placement`] (the planner reads
+/// its per-layer devices and per-tensor places back; placing again would
+/// cost as much as a tenth of a check).
+pub fn simulate_placed(
+    model: &Model,
+    draft: Option<&Model>,
+    devices: &[Device],
+    flags: &Flags,
+    opts: &Options,
+) -> Result<(Simulation, Placement), SimError> {
+    let (mut sim, placement) = simulate_one(model, devices, flags, opts)?;
     if let (Some(dm), Some(df)) = (draft, flags.draft.as_ref()) {
-        // The server's draft context: same slots and batch, its own -ngld,
-        // -cd, -devd, -ctkd/-ctvd, -otd (server-context.cpp, approximated).
-        let mut f = flags.clone();
-        f.gpu_layers = df.gpu_layers;
-        f.gpu_layers_set = true;
-        if let Some(c) = df.ctx {
-            f.ctx = Some(c);
-        }
-        f.devices = df.devices.clone().or(f.devices);
-        f.cache_type_k = df.cache_type_k.unwrap_or(f.cache_type_k);
-        f.cache_type_v = df.cache_type_v.unwrap_or(f.cache_type_v);
-        f.overrides = df.overrides.clone();
-        f.draft = None;
-        let (d, _) = simulate_one(dm, devices, &f, opts)?;
+        let (d, _) = simulate_one(dm, devices, &draft_flags(flags, df), opts)?;
         for (a, b) in sim.devices.iter_mut().zip(&d.devices) {
             a.model_bytes += b.model_bytes;
             a.context_bytes += b.context_bytes;
@@ -181,22 +188,46 @@ pub fn simulate(
                 None => sim.buffers.push(b),
             }
         }
-        sim.warnings
-            .push("draft model: its own context approximated with the main slots and batch".into());
+        if flags.n_draft() == 0 {
+            sim.warnings.push(
+                "-md without --spec-type draft-simple: llama-server loads the draft model and its context but does not draft with it".into(),
+            );
+        }
     }
-    Ok(sim)
+    if draft.is_none() && flags.draft.is_some() {
+        sim.warnings
+            .push("-md given but no draft model to simulate: its memory is not counted".into());
+    }
+    Ok((sim, placement))
 }
 
-/// [`simulate`] without a draft model, with the [`Placement`] it derived
-/// (the planner reads the per-tensor places back; placing again would cost
-/// as much as a tenth of a check).
-pub fn simulate_placed(
-    model: &Model,
-    devices: &[Device],
-    flags: &Flags,
-    opts: &Options,
-) -> Result<(Simulation, Placement), SimError> {
-    simulate_one(model, devices, flags, opts)
+/// The flags of llama-server's draft context (b11434,
+/// common/speculative.cpp `common_base_params_to_speculative`): a copy of
+/// the main parameters (same `-c`, `-np`, `-kvu`, `-b`, `-ub`, `-fa`, `-ts`,
+/// load mode) with the draft's `-devd` (if given), `-ngld`, `-otd` and its
+/// cache types (`-ctkd/-ctvd`, default f16, *not* the main `-ctk/-ctv`);
+/// one `-devd` device forces `-sm layer`; no speculation of its own, so its
+/// graph reserves `n_parallel` outputs. `-cd` (older builds) sets its context.
+pub fn draft_flags(flags: &Flags, df: &flags::DraftFlags) -> Flags {
+    let mut f = flags.clone();
+    f.gpu_layers = df.gpu_layers;
+    f.gpu_layers_set = true;
+    if let Some(c) = df.ctx {
+        f.ctx = Some(c);
+    }
+    if let Some(d) = &df.devices {
+        f.devices = Some(d.clone());
+        if d.len() == 1 {
+            f.split_mode = flags::SplitMode::Layer;
+        }
+    }
+    f.cache_type_k = df.cache_type_k.unwrap_or(crate::gguf::GgmlType::F16);
+    f.cache_type_v = df.cache_type_v.unwrap_or(crate::gguf::GgmlType::F16);
+    f.overrides = df.overrides.clone();
+    f.draft = None;
+    f.spec_types.clear();
+    f.draft_max_legacy = false;
+    f
 }
 
 fn simulate_one(
@@ -206,11 +237,32 @@ fn simulate_one(
     opts: &Options,
 ) -> Result<(Simulation, Placement), SimError> {
     let mut warnings = Vec::new();
+    // -sm tensor: llama_init_from_model turns -fa auto on before anything
+    // else ("enabling flash_attn since it is required for SPLIT_MODE_TENSOR"),
+    // so the FA auto probe never runs.
+    let fa_forced;
+    let flags = if flags.split_mode == flags::SplitMode::Tensor
+        && flags.flash_attn == flags::FlashAttn::Auto
+    {
+        let mut f = flags.clone();
+        f.flash_attn = flags::FlashAttn::On;
+        fa_forced = f;
+        &fa_forced
+    } else {
+        flags
+    };
     let overridden = apply_kv_overrides(model, flags, &mut warnings)?;
     let model = overridden.as_ref().unwrap_or(model);
     let build = opts.build;
     let ctx = CtxParams::resolve(flags, build, model.hparams.n_ctx_train);
     kv::check_cache_types(model, flags, &ctx)?;
+    // -sm tensor: one Meta device over `tensor_group`; simulated on its first
+    // device, then weights and KV are split (tensor_split).
+    let tensor_group = if flags.split_mode == flags::SplitMode::Tensor {
+        Some(tensor_split::check(model, devices, flags)?)
+    } else {
+        None
+    };
     let load_mode = if opts.no_alloc {
         LoadMode::None
     } else {
@@ -224,8 +276,9 @@ fn simulate_one(
         opts.host_cpu,
         load_mode.uses_mmap(),
     )?;
+    let mut placement = placement;
     let layout = kv::layout(model, &ctx, flags, build);
-    let context = kv::context_bytes(model, flags, &layout, &placement.layer_device, devices);
+    let mut context = kv::context_bytes(model, flags, &layout, &placement.layer_device, devices);
     let comp = graph::compute(&graph::ComputeInput {
         model,
         flags,
@@ -234,6 +287,19 @@ fn simulate_one(
         placement: &placement,
         devices,
     });
+
+    if let Some(group) = &tensor_group {
+        tensor_split::split_weights(model, devices, group, &flags.tensor_split, &mut placement);
+        tensor_split::split_context(
+            model,
+            flags,
+            &layout,
+            &placement.layer_device,
+            devices,
+            group,
+            &mut context,
+        );
+    }
 
     // Compute buffer types: each model device's default buft; the CPU
     // backend uses the host buft of model.devices[0] if it has one
@@ -253,7 +319,16 @@ fn simulate_one(
     for (i, &d) in placement.model_devices.iter().enumerate() {
         let c = comp.device_bytes.get(i).copied().unwrap_or(0);
         if c > 0 {
-            rows.entry(Buft::Dev(d)).or_default()[2] += c;
+            // -sm tensor: the Meta backend's compute buffer is allocated with
+            // the Meta graph's size on every simple device
+            // (ggml_backend_meta_buffer_type_alloc_buffer).
+            let on: &[usize] = match &tensor_group {
+                Some(g) => g,
+                None => std::slice::from_ref(&d),
+            };
+            for &g in on {
+                rows.entry(Buft::Dev(g)).or_default()[2] += c;
+            }
         }
     }
     if comp.cpu_bytes > 0 {
@@ -319,8 +394,14 @@ fn simulate_one(
     for d in dev_rows.iter_mut() {
         d.total_bytes = d.model_bytes + d.context_bytes + d.compute_bytes + d.output_bytes;
     }
-    let cpu_name =
-        |d: Option<usize>| d.map_or_else(|| "CPU".to_string(), |d| devices[d].name.clone());
+    let meta = tensor_group
+        .as_ref()
+        .map(|g| tensor_split::meta_name(devices, g));
+    let cpu_name = |d: Option<usize>| match (d, &meta) {
+        (None, _) => "CPU".to_string(),
+        (Some(_), Some(m)) => m.clone(),
+        (Some(d), None) => devices[d].name.clone(),
+    };
     let layers = placement
         .layer_device
         .iter()
@@ -333,13 +414,38 @@ fn simulate_one(
     if flags.fit {
         // common_fit_params (common/fit.cpp) runs before the load and may
         // rewrite unset -c, -ngl, -ts and -ot when the projection does not
-        // fit; it is not simulated here.
-        warnings.push(
-            "--fit is on (llama.cpp's default): if this does not fit, llama.cpp changes the unset -c/-ngl/-ts/-ot at load; pass -fit off to pin them".into(),
-        );
+        // fit; `simulate` takes the flags as given, [`fit::fit`] applies it
+        // (`ggplan mem` does).
+        warnings.push(FIT_NOT_APPLIED.into());
     }
-    if flags.split_mode == flags::SplitMode::Tensor {
-        warnings.push("-sm tensor is not modelled: placement shown as -sm layer".into());
+    if tensor_group.is_some() {
+        if tensor_split::load_aborts(&model.profile.arch) {
+            warnings.push(format!(
+                "-sm tensor on {}: llama.cpp b11434's real load aborted (GGML_ASSERT \"tensor write out of bounds\") in the oracle recording; its dry run passes",
+                model.profile.arch
+            ));
+        }
+        if tensor_split::unverified_arch(&model.profile.arch) {
+            warnings.push(format!(
+                "-sm tensor on {}: its fused/recurrent tensor split is modelled from the source, unverified",
+                model.profile.arch
+            ));
+        }
+        if let Some(group) = &tensor_group {
+            if group.len() == 1 {
+                // llama_init_from_model's own warning.
+                warnings.push(
+                    "-sm tensor: SPLIT_MODE_TENSOR being used for a single device is not recommended"
+                        .into(),
+                );
+            }
+            let (steps, bytes) = tensor_split::allreduce_buffers(model, group.len(), ctx.n_ubatch);
+            if steps > 0 {
+                warnings.push(format!(
+                    "-sm tensor: at the first decode each device also allocates {steps} all-reduce buffer(s) of {bytes} B (not in compute_bytes: llama.cpp's breakdown does not have them)"
+                ));
+            }
+        }
     }
     if model
         .blocks

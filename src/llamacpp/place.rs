@@ -111,19 +111,45 @@ pub struct Placement {
     pub use_mmap: bool,
 }
 
+/// The simple devices `-sm tensor` wraps into its Meta device
+/// (`llama_prepare_model_devices`, src/llama.cpp): the `-dev` list, else
+/// every registered device whose buffer type is not the CPU's, in registry
+/// order (the hardware file's order here; not RPC-first as with the other
+/// split modes).
+pub fn tensor_group(devices: &[Device], flags: &Flags) -> Result<Vec<usize>, SimError> {
+    let out = match &flags.devices {
+        Some(names) => resolve_devices(devices, names)?,
+        None => (0..devices.len()).collect(),
+    };
+    if out.is_empty() {
+        return Err(SimError::SmTensorNoDevices);
+    }
+    Ok(out)
+}
+
+fn resolve_devices(devices: &[Device], names: &[String]) -> Result<Vec<usize>, SimError> {
+    names
+        .iter()
+        .map(|n| {
+            devices
+                .iter()
+                .position(|d| &d.name == n || &d.buft == n)
+                .ok_or_else(|| SimError::UnknownDevice(n.clone()))
+        })
+        .collect()
+}
+
 /// `llama_prepare_model_devices` (src/llama.cpp): `-dev` list, else RPC
 /// devices first then the other GPUs; `-sm none` keeps `devices[main_gpu]`.
+/// `-sm tensor` has one model device, the Meta device; it is represented by
+/// the first device of [`tensor_group`] (the split onto the others is
+/// applied afterwards, [`super::tensor_split`]).
 pub fn model_devices(devices: &[Device], flags: &Flags) -> Result<Vec<usize>, SimError> {
+    if flags.split_mode == SplitMode::Tensor {
+        return Ok(tensor_group(devices, flags)?.into_iter().take(1).collect());
+    }
     let mut out = match &flags.devices {
-        Some(names) => names
-            .iter()
-            .map(|n| {
-                devices
-                    .iter()
-                    .position(|d| &d.name == n || &d.buft == n)
-                    .ok_or_else(|| SimError::UnknownDevice(n.clone()))
-            })
-            .collect::<Result<Vec<_>, _>>()?,
+        Some(names) => resolve_devices(devices, names)?,
         None => {
             let rpc = (0..devices.len()).filter(|&i| devices[i].kind == super::BackendKind::Rpc);
             let gpu = (0..devices.len()).filter(|&i| devices[i].kind != super::BackendKind::Rpc);
@@ -158,17 +184,7 @@ pub fn layer_devices(
         GpuLayers::Auto | GpuLayers::All => l + 1,
         GpuLayers::N(n) => i64::from(n),
     };
-    // After PR #18148 the output layer is counted first: i_gpu_start = L+1-ngl.
-    let i_gpu_start = if build.ngl_output_first() {
-        (l + 1 - ngl).max(0)
-    } else {
-        (l - ngl).max(0)
-    };
-    let act = if model_devices.is_empty() {
-        0
-    } else {
-        ngl.min(l + 1)
-    };
+    let (i_gpu_start, act) = gpu_range(n_layer, ngl, model_devices.len(), build);
     // Cumulative, normalised split in f32 as llama.cpp computes it: -ts, else
     // free memory per device (a device reporting 0 uses host free memory;
     // not modelled, such a device gets weight 0).
@@ -187,6 +203,26 @@ pub fn layer_devices(
         .into_iter()
         .map(|k| k.map(|k| model_devices[k]))
         .collect()
+}
+
+/// `load_tensors`' offloaded range for `-ngl ngl` (a count; auto/all =
+/// L+1) over `n_model_devices`: `(i_gpu_start, act)`, layers
+/// `i_gpu_start .. i_gpu_start+act` of `0..=L` go to the devices. After PR
+/// #18148 the output layer is counted first: `i_gpu_start = L+1-ngl`;
+/// before, `L-ngl`. No model device: nothing is offloaded.
+pub fn gpu_range(n_layer: u32, ngl: i64, n_model_devices: usize, build: LlamaBuild) -> (i64, i64) {
+    let l = i64::from(n_layer);
+    let i_gpu_start = if build.ngl_output_first() {
+        (l + 1 - ngl).max(0)
+    } else {
+        (l - ngl).max(0)
+    };
+    let act = if n_model_devices == 0 {
+        0
+    } else {
+        ngl.min(l + 1)
+    };
+    (i_gpu_start, act)
 }
 
 /// The `-sm layer` split of `load_tensors`: layer `il` of `0..=l` (`l` = the

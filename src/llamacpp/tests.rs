@@ -277,3 +277,111 @@ fn compute_is_dominated_by_kq_without_fa() {
     let np4 = cpu(&["-c", "4096", "-np", "4", "-fa", "off"]);
     assert!(np4 > 20 * MIB && np4 < 28 * MIB, "{}", mib(np4));
 }
+
+/// The draft context as b11434's llama-server builds it
+/// (`common_base_params_to_speculative`): its KV follows `-ctkd/-ctvd`
+/// (f16 by default, not the main `-ctk/-ctv`), one `-devd` device holds it
+/// whole, and the main graph reserves `np·(1 + n_draft)` outputs only when a
+/// draft type is given.
+#[test]
+fn draft_context_follows_b11434() {
+    let target = build(&Spec::tiny_llama());
+    let draft = build(&Spec::tiny_llama());
+    let devs = cuda(2, 24);
+    let opts = Options::default();
+    let run = |args: &[&str], with_draft: bool| {
+        let f = Flags::parse(args).unwrap();
+        simulate(&target, with_draft.then_some(&draft), &devs, &f, &opts).unwrap()
+    };
+    let main = [
+        "-c", "4096", "-np", "1", "-ngl", "99", "-sm", "none", "-dev", "CUDA0", "-fa", "on",
+        "-ctk", "q8_0", "-ctv", "q8_0", "-fit", "off",
+    ];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        let mut a = main.to_vec();
+        a.extend_from_slice(extra);
+        a
+    };
+    let alone = run(&main, false);
+    let base = with(&["-md", "d.gguf", "-ngld", "all", "-devd", "CUDA1"]);
+    let d = run(&base, true);
+    // Main context untouched on CUDA0 (no draft type: no extra outputs).
+    assert_eq!(d.devices[0].total_bytes, alone.devices[0].total_bytes);
+    // The draft on CUDA1: its weights and an f16 cache of 4096 cells
+    // (f16: 512 B per 256 elements, q8_0: 272 B).
+    let kv_main = alone.devices[0].context_bytes;
+    assert_eq!(d.devices[1].context_bytes, kv_main * 512 / 272);
+    assert!(d.devices[1].model_bytes > 0);
+    assert!(d.warnings.iter().any(|w| w.contains("does not draft")));
+    // -ctkd/-ctvd q8_0: the draft cache shrinks to the main's size.
+    let q = run(
+        &with(&[
+            "-md", "d.gguf", "-ngld", "all", "-devd", "CUDA1", "-ctkd", "q8_0", "-ctvd", "q8_0",
+        ]),
+        true,
+    );
+    assert_eq!(q.devices[1].context_bytes, kv_main);
+    // A draft type with 16 drafted tokens: 17 outputs in the main graph.
+    let spec = run(
+        &with(&[
+            "-md",
+            "d.gguf",
+            "-ngld",
+            "all",
+            "-devd",
+            "CUDA1",
+            "--spec-type",
+            "draft-simple",
+            "--spec-draft-n-max",
+            "16",
+        ]),
+        true,
+    );
+    assert_eq!(spec.ctx.n_outputs_max, 17);
+    assert_eq!(d.ctx.n_outputs_max, 1);
+    assert_eq!(spec.ctx.pp_outputs(), 17);
+    assert!(spec.devices[0].compute_bytes >= alone.devices[0].compute_bytes);
+    assert_eq!(spec.devices[1].total_bytes, d.devices[1].total_bytes);
+    // One -devd device forces -sm layer for the draft: the main `-mg 1`
+    // does not apply to its one-device list.
+    let mg = run(
+        &[
+            "-c",
+            "4096",
+            "-ngl",
+            "99",
+            "-sm",
+            "none",
+            "-mg",
+            "1",
+            "-dev",
+            "CUDA0,CUDA1",
+            "-md",
+            "d.gguf",
+            "-devd",
+            "CUDA0",
+            "-fit",
+            "off",
+        ],
+        true,
+    );
+    let target_only = run(
+        &[
+            "-c",
+            "4096",
+            "-ngl",
+            "99",
+            "-sm",
+            "none",
+            "-mg",
+            "1",
+            "-dev",
+            "CUDA0,CUDA1",
+            "-fit",
+            "off",
+        ],
+        false,
+    );
+    assert_eq!(target_only.devices[0].total_bytes, 0);
+    assert!(mg.devices[0].model_bytes > 0);
+}

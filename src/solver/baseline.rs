@@ -2,37 +2,27 @@
 //! on the same hardware, and a plain `-ngl` split, each simulated and
 //! predicted like the plan.
 //!
-//! `--fit` (common/fit.cpp `common_params_fit_impl`, internals notes §5.2),
-//! with the context held at the plan's (as when `-c` is given):
-//!
-//! 1. full offload with the default split (free memory) fits → keep it;
-//! 2. MoE: all routed experts on the CPU, then fill devices **back to
-//!    front** with these dense-only layers (the last device also holds the
-//!    output), the rest on the CPU; then convert dense-only layers to full
-//!    layers **front to back** while their device has room;
-//! 3. dense: fill devices back to front with whole layers.
-//!
-//! Each device keeps `--fit-target` (1 GiB) free. Not modelled: the one
-//! partial layer per device fit may add (attention-only, +up, +gate
-//! overflow). The `--explain` baseline keeps the plan's context so the
-//! placements compare at equal memory demand; [`fit_params`] also plays
-//! fit's context resolution and reduction (`-c` unset) and measures with
-//! llama-completion semantics as `llama-fit-params` does; it is checked
-//! against 160 recorded `llama-fit-params` answers in
-//! tests/integration/fit_oracle.rs.
+//! `--fit` is [`crate::llamacpp::fit`] — the one implementation of
+//! common/fit.cpp `common_params_fit_impl` — with the planner's
+//! [`Simulator`] as fit's dry-run probe and the plan's context flags given
+//! (so fit keeps the plan's `-c` and the placements compare at equal memory
+//! demand). With the exact simulator (`ggplan plan`) that includes fit's
+//! partial overflow layers; the planning simulator cannot express a layer
+//! whose FFN is split, so with it such probes count as not fitting.
 
 use serde::Serialize;
 
-use super::costs::{Costs, CtxConfig};
+use super::costs::Costs;
 use super::flags::{argv, llama_layer_devices, Plan};
 use super::layout::{memory, Layout};
 use super::plan::Planner;
 use super::sim::{SimReport, Simulator};
 use super::speed::Prediction;
-use crate::units::{Bytes, MIB};
+use crate::llamacpp::{device, fit, Flags, Options};
+use crate::units::Bytes;
 
 /// `--fit-target` default (common/common.h).
-pub const FIT_TARGET: Bytes = Bytes(1024 * MIB);
+pub const FIT_TARGET: Bytes = Bytes(crate::llamacpp::fit::FIT_TARGET_DEFAULT);
 
 /// One baseline.
 #[derive(Clone, Debug, Serialize)]
@@ -56,305 +46,121 @@ fn fits_devices(p: &Planner, c: &Costs, l: &Layout, ub: u64, caps: &[u64]) -> bo
     d.iter().zip(caps).all(|(m, &cap)| m.total() <= cap)
 }
 
-/// The layout llama.cpp's `--fit` would choose (see the module docs), with
-/// the default `--fit-target` on every device.
-pub fn fit_layout(p: &Planner, c: &Costs, ub: u64) -> Layout {
-    let margins = vec![FIT_TARGET.0; p.hw.devices.len()];
-    fit_layout_with(p, c, ub, &margins).0
+/// The plan's flags without its placement (`-ngl`, `-ts`, `-ot`, `-dev`,
+/// `-sm`, `-fit`): what fit starts from.
+fn ctx_argv(plan: &Plan) -> Vec<String> {
+    let all = argv(plan);
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < all.len() {
+        if ["-ngl", "-ts", "-ot", "-dev", "-sm", "-fit"].contains(&all[i].as_str()) {
+            i += 2;
+            continue;
+        }
+        out.push(all[i].clone());
+        i += 1;
+    }
+    out
 }
 
-/// `--fit` with per-device margins (`-fitt a,b,…`, bytes). Also says whether
-/// full offload fitted at once (fit then prints `-ngl -1` and no `-ts`).
-pub fn fit_layout_with(p: &Planner, c: &Costs, ub: u64, margins: &[u64]) -> (Layout, bool) {
-    let nd = p.hw.devices.len();
-    let measure = |l: &Layout| -> Vec<u64> {
-        memory(c, l, nd, true, ub)
-            .1
-            .iter()
-            .map(|m| m.total())
-            .collect()
-    };
-    let moe = c.movable == Some(super::costs::Movable::Experts);
-    fit_layout_by(p, c.n_layer(), moe, margins, &measure)
-}
-
-/// Bytes per hardware device of a layout: what fit's probe
-/// (`common_get_device_memory_data_impl`) returns.
-pub type Measure<'m> = dyn Fn(&Layout) -> Vec<u64> + 'm;
-
-/// [`fit_layout_with`] with memory measured by `measure` (the planning
-/// model, or the llama.cpp simulator as fit's own dry-run probe).
-pub fn fit_layout_by(
-    p: &Planner,
-    n: usize,
-    moe: bool,
-    margins: &[u64],
-    measure: &Measure,
-) -> (Layout, bool) {
-    let nd = p.hw.devices.len();
-    let caps: Vec<u64> =
-        p.hw.devices
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let m = margins.get(i).copied().unwrap_or(FIT_TARGET.0);
-                p.hw.effective_capacity(d).0.saturating_sub(m)
-            })
-            .collect();
-    // 1. Full offload with the default split by free memory.
-    let ts: Vec<f32> = caps.iter().map(|&c| c as f32).collect();
-    let full = Layout {
-        layer_dev: llama_layer_devices(n as u32, n as u32 + 1, &ts, nd),
-        ffn_host: vec![false; n],
-    };
-    if nd == 0 {
-        return (Layout::cpu_only(n), true);
-    }
-    let fits = |l: &Layout| measure(l).iter().zip(&caps).all(|(&m, &cap)| m <= cap);
-    if fits(&full) {
-        return (full, true);
-    }
-    // Per device: layers (the output counts as one) and how many of them
-    // are dense-only (experts on the CPU); a device's full layers come
-    // first (`set_ngl_tensor_split_tbo`).
-    let mut n_layer = vec![0usize; nd];
-    let mut n_part = vec![0usize; nd];
-    let build = |n_layer: &[usize], n_part: &[usize]| {
-        let ngl: usize = n_layer.iter().sum();
-        let mut l = Layout::cpu_only(n);
-        let mut il = n + 1 - ngl;
-        for d in 0..nd {
-            let full = n_layer[d] - n_part[d];
-            for k in 0..n_layer[d] {
-                l.layer_dev[il] = Some(d);
-                if il < n {
-                    l.ffn_host[il] = moe && k >= full;
-                }
-                il += 1;
-            }
-        }
-        l
-    };
-    // Step 3: back to front, dense-only layers (the last device's first layer
-    // is the output, always full).
-    for d in (0..nd).rev() {
-        let unassigned = n + 1 - n_layer.iter().sum::<usize>();
-        for _ in 0..unassigned {
-            n_layer[d] += 1;
-            let output_only = d == nd - 1 && n_layer[d] == 1;
-            if moe && !output_only {
-                n_part[d] += 1;
-            }
-            if !fits(&build(&n_layer, &n_part)) {
-                n_layer[d] -= 1;
-                if moe && !output_only {
-                    n_part[d] -= 1;
-                }
-                break;
-            }
-        }
-    }
-    // Step 4 (MoE, every layer placed): front to back, convert dense-only
-    // layers of the first dense device onwards into full layers of device
-    // `id` while it has room.
-    if moe && n_layer.iter().sum::<usize>() == n + 1 {
-        let mut start = nd;
-        for d in (0..nd).rev() {
-            if n_layer[d] > 0 {
-                start = d;
-            } else {
-                break;
-            }
-        }
-        for id in 0..=start.min(nd - 1) {
-            while let Some(donor) = (start..nd).find(|&j| n_part[j] > 0) {
-                let (mut tl, mut tp) = (n_layer.clone(), n_part.clone());
-                tl[donor] -= 1;
-                tp[donor] -= 1;
-                tl[id] += 1;
-                let l = build(&tl, &tp);
-                if measure(&l)[id] > caps[id] {
-                    break;
-                }
-                n_layer = tl;
-                n_part = tp;
-            }
-        }
-    }
-    (build(&n_layer, &n_part), false)
-}
-
-/// What `llama-fit-params` answers: the context and the placement.
+/// What `--fit` chooses for the plan's context on the planner's hardware.
 #[derive(Clone, Debug)]
-pub struct FitChoice {
-    /// `-c` (the user's, or the one fit resolved with `-c` unset).
-    pub n_ctx: u64,
+pub struct FitBaseline {
+    /// The llama-server flags llama.cpp ends up with (the context flags and
+    /// fit's `-ngl`/`-ts`/`-ot`, then `-fit off` to pin them).
+    pub argv: Vec<String>,
+    pub solution: fit::FitSolution,
+    /// The placement in the planner's terms (a partial layer counts as on
+    /// its device unless its whole FFN went to the CPU).
     pub layout: Layout,
-    /// Full offload fitted with the default split: fit leaves `-ngl` at
-    /// auto (prints `-ngl -1`) and writes no `-ts`.
-    pub untouched: bool,
 }
 
-/// `--fit-ctx` default (common/common.h): the context fit never goes below.
-pub const FIT_CTX_MIN: u64 = 4096;
-
-/// fit measures with llama-completion's context parameters
-/// (`common_get_device_memory_data_impl` builds them from the same
-/// `common_params`): `n_outputs_max = n_batch`, so the output layer's graph
-/// computes logits for the whole micro-batch (`llama_context::graph_reserve`
-/// with `n_outputs = n_tokens`), not one per sequence as llama-server does.
-pub fn fit_costs(p: &Planner, cfg: &CtxConfig) -> Costs {
-    let mut c = p.costs(cfg);
-    let t = cfg.pp_tokens();
-    let (v, e) = (p.model.hparams.n_vocab, p.model.hparams.n_embd);
-    c.output_act = 4 * v * t + 8 * e * t;
-    c.output_buffer = 4 * v * cfg.batch.max(t);
-    c
-}
-
-/// `common_params_fit_impl` (common/fit.cpp) for the context `base` with
-/// `-c` given (`n_ctx`) or unset (`None`), and per-device margins in bytes.
-///
-/// With `-c` unset the context starts at `n_ctx_train · n_streams` (fit.cpp
-/// "resolve the context before measuring anything else"). When full offload
-/// leaves less than the margins free in total (step 2, `global_surplus < 0`)
-/// fit measures again at `--fit-ctx · n_streams` and interpolates linearly
-/// between the two for the context whose total use meets
-/// `sum(free) - sum(margins)`, on several devices minus
-/// `(nd + 1) · model_per_layer / (dense ? 2 : 6)` of expected waste,
-/// rounded down to `256 · n_streams`. One device: that context is the
-/// answer; several: the layers are then placed at it
-/// ([`fit_layout_with`]).
-pub fn fit_params(p: &Planner, base: &CtxConfig, n_ctx: Option<u64>, margins: &[u64]) -> FitChoice {
-    let nd = p.hw.devices.len();
-    let measure = |n_ctx: u64, l: &Layout| -> Vec<u64> {
-        let cfg = CtxConfig { n_ctx, ..*base };
-        let c = fit_costs(p, &cfg);
-        memory(&c, l, nd, true, cfg.pp_tokens())
-            .1
-            .iter()
-            .map(|m| m.total())
-            .collect()
-    };
-    fit_params_by(p, base, n_ctx, margins, &measure)
-}
-
-/// [`fit_params`] with fit's probe (`-c`, layout → bytes per device) given:
-/// the planning model, or the llama.cpp simulator with completion semantics.
-pub fn fit_params_by(
-    p: &Planner,
-    base: &CtxConfig,
-    n_ctx: Option<u64>,
-    margins: &[u64],
-    measure: &dyn Fn(u64, &Layout) -> Vec<u64>,
-) -> FitChoice {
-    let nd = p.hw.devices.len();
-    let n_streams = base.n_stream();
+/// Run llama.cpp's `--fit` ([`fit::solve`]) for the plan's context flags with `sim` as its
+/// dry-run probe and the default `--fit-target`. `None` when the flags
+/// cannot be simulated at all.
+pub fn fit_baseline(p: &Planner, plan: &Plan, sim: &dyn Simulator) -> Option<FitBaseline> {
+    let base = ctx_argv(plan);
+    let flags = Flags::parse(&base).ok()?;
+    let devices = device::from_hardware(p.hw);
+    let opts = Options::default();
+    let (pb, model_devs) = fit::problem(p.model, &devices, &flags, &opts, None).ok()?;
     let n = p.model.hparams.n_layer as usize;
-    let c0 = p.costs(base);
-    let moe = c0.movable == Some(super::costs::Movable::Experts);
-    let place = |n_ctx: u64| fit_layout_by(p, n, moe, margins, &|l: &Layout| measure(n_ctx, l));
-    let auto = n_ctx.is_none();
-    let n_ctx_max = p.model.hparams.n_ctx_train * n_streams;
-    let mut n_ctx = n_ctx.unwrap_or(n_ctx_max);
-    let free: Vec<u64> =
-        p.hw.devices
-            .iter()
-            .map(|d| p.hw.effective_capacity(d).0)
-            .collect();
-    let margin = |i: usize| margins.get(i).copied().unwrap_or(FIT_TARGET.0);
-    let (full, fitted) = place(n_ctx);
-    if fitted || nd == 0 {
-        return FitChoice {
-            n_ctx,
-            layout: full,
-            untouched: true,
-        };
-    }
-    // Step 2: reduce the context (only when fit chose it).
-    let n_ctx_min_total = FIT_CTX_MIN * n_streams;
-    let ts: Vec<f32> = free.iter().map(|&f| f as f32).collect();
-    let full = Layout {
-        layer_dev: llama_layer_devices(n as u32, n as u32 + 1, &ts, nd),
-        ffn_host: vec![false; n],
+    // A probe that the simulator refuses (the planning model cannot split
+    // a layer's FFN) is reported as not fitting anywhere.
+    let refused = fit::Measured {
+        model: vec![0; model_devs.len()],
+        total: vec![u64::MAX / 4; model_devs.len()],
+        host_total: u64::MAX / 4,
     };
-    let used = |n_ctx: u64| measure(n_ctx, &full).iter().map(|&b| b as i64).sum::<i64>();
-    let sum_used = used(n_ctx);
-    let sum_free: i64 = free.iter().map(|&f| f as i64).sum();
-    let sum_margin: i64 = (0..nd).map(|i| margin(i) as i64).sum();
-    if auto && sum_free - sum_used - sum_margin < 0 && n_ctx_max > n_ctx_min_total {
-        let mut target = sum_free - sum_margin;
-        if nd > 1 {
-            // Weights at full offload per layer (the output counts as one):
-            // fit.cpp `model_per_layer`, from the planning model's weights.
-            let sum_model: i64 = memory(&c0, &full, nd, true, base.pp_tokens())
-                .1
+    let probe_args = |n_ctx: u64, l: &fit::FitLayout| {
+        let mut a = base.clone();
+        if let Some(i) = a.iter().position(|x| x == "-c") {
+            a[i + 1] = n_ctx.to_string();
+        }
+        a.extend(fit::probe_argv(pb.hp_ngl, l, &devices, &model_devs));
+        a.extend(["-fit".to_string(), "off".to_string()]);
+        a
+    };
+    let mut measure = |n_ctx: u64, l: &fit::FitLayout| -> Result<fit::Measured, ()> {
+        let Ok(r) = sim.simulate(p.model, p.hw, &probe_args(n_ctx, l)) else {
+            return Ok(refused.clone());
+        };
+        let dev = |d: usize| &r.devices[d];
+        Ok(fit::Measured {
+            model: model_devs.iter().map(|&d| dev(d).model_bytes).collect(),
+            total: model_devs
                 .iter()
-                .map(|m| m.model as i64)
-                .sum();
-            let per_layer = sum_model / (n as i64 + 1);
-            target -= (nd as i64 + 1) * per_layer / if moe { 6 } else { 2 };
-        }
-        let used_min = used(n_ctx_min_total);
-        n_ctx = n_ctx_min_total;
-        if target > used_min {
-            n_ctx += ((n_ctx_max - n_ctx_min_total) as i128 * (target - used_min) as i128
-                / (sum_used - used_min).max(1) as i128) as u64;
-            let align = 256 * n_streams;
-            n_ctx = (n_ctx - n_ctx % align).max(n_ctx_min_total);
-            if nd <= 1 {
-                let (l, _) = place(n_ctx);
-                return FitChoice {
-                    n_ctx,
-                    layout: l,
-                    untouched: true,
-                };
+                .map(|&d| dev(d).model_bytes + dev(d).context_bytes + dev(d).compute_bytes)
+                .collect(),
+            host_total: r.host.model_bytes + r.host.context_bytes + r.host.compute_bytes,
+        })
+    };
+    let solution = fit::solve(&pb, &mut measure).ok()?;
+    let layout_of =
+        solution
+            .layers
+            .clone()
+            .map_or(fit::FitLayout::Given, |(per_device, overflow)| {
+                fit::FitLayout::Layers {
+                    per_device,
+                    overflow,
+                }
+            });
+    let argv = probe_args(solution.n_ctx, &layout_of);
+    // The placement in the planner's terms: from the simulator when it can
+    // express it, else from fit's layer counts.
+    let layout = match sim.simulate(p.model, p.hw, &argv) {
+        Ok(r) => Layout {
+            layer_dev: r.layer_dev,
+            ffn_host: r.ffn_host,
+        },
+        Err(_) => {
+            let mut l = Layout::cpu_only(n);
+            if let Some(pl) = solution.placement(pb.hp_ngl) {
+                let mut il = (n + 1).saturating_sub(pl.n_gpu_layers as usize);
+                for (d, &k) in pl.tensor_split.iter().enumerate() {
+                    for _ in 0..k {
+                        if il <= n {
+                            l.layer_dev[il] = Some(model_devs[d]);
+                        }
+                        il += 1;
+                    }
+                }
+                for &(il, f, to) in &pl.overrides {
+                    let il = il as usize;
+                    if il < n && (f == fit::Fraction::Moe || to == fit::OverflowTo::Cpu) {
+                        l.ffn_host[il] = l.layer_dev[il].is_some();
+                    }
+                }
             }
+            l
         }
-    }
-    let (l, _) = place(n_ctx);
-    FitChoice {
-        n_ctx,
-        layout: l,
-        untouched: false,
-    }
-}
-
-/// The flags of one fit probe of `layout` (`-c`, `-np`, `-ngl`, `-ts`
-/// counting layers with the output, and one `-ot …exps=CPU` per block whose
-/// experts are on the host, as fit.cpp writes them), for a simulator that
-/// plays fit's dry run.
-pub fn fit_probe_argv(n_ctx: u64, n_seq: u32, layout: &Layout, nd: usize) -> Vec<String> {
-    let ngl = layout.layer_dev.iter().filter(|d| d.is_some()).count();
-    let mut a: Vec<String> = vec![
-        "-c".into(),
-        n_ctx.to_string(),
-        "-np".into(),
-        n_seq.to_string(),
-        "-ngl".into(),
-        ngl.to_string(),
-    ];
-    if nd > 1 && ngl > 0 {
-        let ts: Vec<String> = (0..nd)
-            .map(|d| {
-                layout
-                    .layer_dev
-                    .iter()
-                    .filter(|x| **x == Some(d))
-                    .count()
-                    .to_string()
-            })
-            .collect();
-        a.push("-ts".into());
-        a.push(ts.join(","));
-    }
-    for (i, _) in layout.ffn_host.iter().enumerate().filter(|(_, h)| **h) {
-        a.push("-ot".into());
-        a.push(format!(
-            "blk\\.{i}\\.ffn_(up|down|gate_up|gate)_(ch|)exps=CPU"
-        ));
-    }
-    a
+    };
+    Some(FitBaseline {
+        argv,
+        solution,
+        layout,
+    })
 }
 
 /// Plain `-ngl N` with the default split by free memory: the largest `N` that fits.
@@ -383,24 +189,29 @@ pub fn baselines(p: &Planner, plan: &Plan, margin: Bytes, sim: &dyn Simulator) -
     let c = p.costs(&plan.ctx);
     let ub = plan.ctx.pp_tokens();
     let (caps, _) = p.capacities(margin);
-    let mut out = Vec::new();
-    for (name, description, layout) in [
-        (
+    let fitted = fit_baseline(p, plan, sim);
+    let mut candidates = Vec::new();
+    if let Some(f) = fitted {
+        candidates.push((
             "fit",
-            "llama.cpp --fit on the same hardware (simulated: back-to-front fill, experts to the CPU first)",
-            fit_layout(p, &c, ub),
-        ),
-        (
-            "ngl",
-            "plain -ngl with the default split by free memory (largest -ngl that fits)",
-            ngl_layout(p, &c, ub, &caps),
-        ),
-    ] {
+            "llama.cpp --fit on the same hardware (common/fit.cpp replayed with the simulator: back-to-front fill, experts to the CPU first, one partial layer per device)",
+            f.layout,
+            Some(f.argv),
+        ));
+    }
+    candidates.push((
+        "ngl",
+        "plain -ngl with the default split by free memory (largest -ngl that fits)",
+        ngl_layout(p, &c, ub, &caps),
+        None,
+    ));
+    let mut out = Vec::new();
+    for (name, description, layout, fit_args) in candidates {
         let b_plan = Plan {
             layout,
             ..plan.clone()
         };
-        let args = argv(&b_plan);
+        let args = fit_args.unwrap_or_else(|| argv(&b_plan));
         let report = sim.simulate(p.model, p.hw, &args).ok();
         let fits = report
             .as_ref()

@@ -311,11 +311,18 @@ pub fn at_context(model: &Model, weights: &Costs, cfg: &CtxConfig) -> Costs {
     }
     let mask = nkv * t * if cfg.flash_attn { 2 } else { 4 };
     let outputs = t.min(u64::from(cfg.n_seq.max(1)));
-    c.output_act = 4 * hp.n_vocab * outputs + 4 * e * outputs + 4 * e * t;
+    c.output_act = output_act(model, t, outputs);
     c.act_base = mask + 8 * e * t;
     c.host_compute = 4 * e * t + mask + 8 * t;
     c.output_buffer = 4 * hp.n_vocab * u64::from(cfg.n_seq.max(1));
     c
+}
+
+/// Logits and final-norm activations of the pp graph on the output device
+/// for `t` tokens with `outputs` of them kept (`n_outputs` in the graph).
+pub fn output_act(model: &Model, t: u64, outputs: u64) -> u64 {
+    let hp = &model.hparams;
+    4 * hp.n_vocab * outputs + 4 * hp.n_embd * outputs + 4 * hp.n_embd * t
 }
 
 #[cfg(test)]

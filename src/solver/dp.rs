@@ -70,6 +70,78 @@ impl Problem<'_> {
     }
 }
 
+/// The per-layer, per-device decode costs both solvers optimise (this DP
+/// and [`super::milp`]), set up once from a [`Problem`].
+pub struct Setup {
+    /// Host bandwidth, bytes/s.
+    pub host_bw: f64,
+    /// Per device slot `k` (`p.order[k]`): bandwidth and link, bytes/s.
+    pub bw: Vec<f64>,
+    pub link: Vec<f64>,
+    /// Per device slot: seconds of the two extra graph splits (and their
+    /// activation hops) a block pays when its FFN sits on the host.
+    pub hop: Vec<f64>,
+    /// Per block: bytes read per decoded token with the FFN at the block's place.
+    pub read: Vec<f64>,
+    /// Per block: bytes of the movable FFN read per token (`ffn_bytes · ffn_read`).
+    pub ffn_read: Vec<f64>,
+    /// Per block: bytes on the block's place with its FFN there (weights + KV).
+    pub bytes: Vec<u64>,
+}
+
+impl Setup {
+    pub fn new(p: &Problem) -> Setup {
+        let c = p.costs;
+        let rate = |d: usize, f: fn(&super::speed::DeviceRates) -> f64, default: f64| {
+            p.rates.devices.get(d).map_or(default, f) * GB
+        };
+        let bw: Vec<f64> = p
+            .order
+            .iter()
+            .map(|&d| rate(d, |r| r.bandwidth_gbs, 1.0))
+            .collect();
+        let link: Vec<f64> = p
+            .order
+            .iter()
+            .map(|&d| rate(d, |r| r.link_gbs, 16.0))
+            .collect();
+        let hop = link
+            .iter()
+            .map(|&l| 2.0 * (T_SPLIT_S + c.act_bytes_per_token as f64 / l))
+            .collect();
+        Setup {
+            host_bw: p.rates.host_bandwidth_gbs * GB,
+            bw,
+            link,
+            hop,
+            read: c
+                .layers
+                .iter()
+                .map(|l| {
+                    l.fixed_bytes as f64 + l.kv_read_bytes as f64 + l.ffn_bytes as f64 * l.ffn_read
+                })
+                .collect(),
+            ffn_read: c
+                .layers
+                .iter()
+                .map(|l| l.ffn_bytes as f64 * l.ffn_read)
+                .collect(),
+            bytes: c
+                .layers
+                .iter()
+                .map(|l| l.fixed_bytes + l.kv_bytes + l.ffn_bytes)
+                .collect(),
+        }
+    }
+
+    /// Extra decode seconds of block `l` on device slot `k` with its FFN on
+    /// the host: the FFN read at host instead of device bandwidth, plus the hop.
+    pub fn ffn_host_extra(&self, l: usize, k: usize) -> f64 {
+        let f = self.ffn_read[l];
+        f / self.host_bw - f / self.bw[k] + self.hop[k]
+    }
+}
+
 /// Prefix sums and range maxima the recurrences use.
 struct Tables {
     n: usize,
@@ -109,7 +181,8 @@ type Pick = [u32; MAX_GROUPS];
 fn tables(p: &Problem) -> Tables {
     let c = p.costs;
     let n = c.n_layer();
-    let hb = p.rates.host_bandwidth_gbs * GB;
+    let su = Setup::new(p);
+    let hb = su.host_bw;
     let mut bytes = vec![0u64; n + 1];
     let mut ffn = vec![0u64; n + 1];
     let mut host_time = vec![0f64; n + 1];
@@ -117,9 +190,9 @@ fn tables(p: &Problem) -> Tables {
     let mut largest = vec![0u64; n + 1];
     let w = p.prefill_weight;
     for (il, l) in c.layers.iter().enumerate() {
-        bytes[il + 1] = bytes[il] + l.fixed_bytes + l.kv_bytes + l.ffn_bytes;
+        bytes[il + 1] = bytes[il] + su.bytes[il];
         ffn[il + 1] = ffn[il] + l.ffn_bytes;
-        let read = l.fixed_bytes as f64 + l.kv_read_bytes as f64 + l.ffn_bytes as f64 * l.ffn_read;
+        let read = su.read[il];
         let pre = if w > 0.0 {
             w * prefill_per_token(p, l, None)
         } else {
@@ -131,22 +204,23 @@ fn tables(p: &Problem) -> Tables {
     }
     let mut time = Vec::new();
     let mut ffn_extra = Vec::new();
-    for &d in &p.order {
-        let bw = p.rates.devices.get(d).map_or(1.0, |r| r.bandwidth_gbs) * GB;
-        let link = p.rates.devices.get(d).map_or(16.0, |r| r.link_gbs) * GB;
-        let hop = 2.0 * (T_SPLIT_S + c.act_bytes_per_token as f64 / link);
+    for (k, &d) in p.order.iter().enumerate() {
+        let bw = su.bw[k];
         let mut t = vec![0f64; n + 1];
         let mut x = vec![0f64; n + 1];
         for (il, l) in c.layers.iter().enumerate() {
-            let f = l.ffn_bytes as f64 * l.ffn_read;
-            let read = l.fixed_bytes as f64 + l.kv_read_bytes as f64 + f;
             let pre = if w > 0.0 {
                 w * prefill_per_token(p, l, Some(d))
             } else {
                 0.0
             };
-            t[il + 1] = t[il] + read / bw + pre;
-            x[il + 1] = x[il] + f / hb - f / bw + if l.ffn_bytes > 0 { hop } else { 0.0 };
+            t[il + 1] = t[il] + su.read[il] / bw + pre;
+            x[il + 1] = x[il]
+                + if l.ffn_bytes > 0 {
+                    su.ffn_host_extra(il, k)
+                } else {
+                    0.0
+                };
         }
         time.push(t);
         ffn_extra.push(x);

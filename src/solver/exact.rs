@@ -31,12 +31,43 @@ impl Simulator for LlamaCppSimulator {
         hw: &Hardware,
         argv: &[String],
     ) -> Result<SimReport, SimError> {
+        simulate_argv(&self.0, model, None, hw, argv)
+    }
+}
+
+/// [`LlamaCppSimulator`] with the `-md` draft model loaded too: its
+/// weights, KV and compute are added per device (`llamacpp::simulate`).
+#[derive(Clone, Copy, Debug)]
+pub struct LlamaCppDraftSimulator<'a> {
+    pub opts: Options,
+    pub draft: &'a Model,
+}
+
+impl Simulator for LlamaCppDraftSimulator<'_> {
+    fn simulate(
+        &self,
+        model: &Model,
+        hw: &Hardware,
+        argv: &[String],
+    ) -> Result<SimReport, SimError> {
+        simulate_argv(&self.opts, model, Some(self.draft), hw, argv)
+    }
+}
+
+fn simulate_argv(
+    opts: &Options,
+    model: &Model,
+    draft: Option<&Model>,
+    hw: &Hardware,
+    argv: &[String],
+) -> Result<SimReport, SimError> {
+    {
         let err = |e: &dyn std::fmt::Display| SimError::Other(format!("llama.cpp simulator: {e}"));
         let flags = Flags::parse(argv).map_err(|e| err(&e))?;
         let devices = device::from_hardware(hw);
         // One placement serves the simulation and the layout read-back.
         let (sim, pl) =
-            llamacpp::simulate_placed(model, &devices, &flags, &self.0).map_err(|e| err(&e))?;
+            llamacpp::simulate_placed(model, draft, &devices, &flags, opts).map_err(|e| err(&e))?;
         let layout = layout_from_tensors(model, pl.layer_device, |i| {
             pl.tensor_buft.get(i).copied().flatten().map(|b| b.device())
         });

@@ -51,6 +51,55 @@ pub struct Plan {
     /// Names of the hardware devices, in hardware order.
     pub device_names: Vec<String>,
     pub movable: Option<Movable>,
+    /// The draft model for speculative decoding, if any.
+    pub draft: Option<DraftPlan>,
+}
+
+/// Where a plan puts its draft model (`--draft`): llama-server loads it as
+/// a second model with its own context (common/speculative.cpp
+/// `common_base_params_to_speculative`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DraftPlan {
+    /// The GGUF path llama-server loads (`-md`).
+    pub path: String,
+    /// Hardware device holding every draft layer (`-ngld all -devd NAME`);
+    /// `None`: the host (`-ngld 0`).
+    pub device: Option<usize>,
+    /// Tokens drafted per step (`--spec-draft-n-max`).
+    pub n_max: u32,
+}
+
+impl DraftPlan {
+    /// The draft's llama-server flags: `--spec-type draft-simple` (b11434
+    /// drafts only with a draft type; `-md` alone just loads the model),
+    /// `--spec-draft-n-max`, `-ngld/-devd`, and the draft cache types (which
+    /// default to f16, not to `-ctk/-ctv`), set to the main cache's.
+    pub fn argv(&self, device_names: &[String], ctx: &CtxConfig) -> Vec<String> {
+        let mut a: Vec<String> = vec![
+            "-md".into(),
+            self.path.clone(),
+            "--spec-type".into(),
+            "draft-simple".into(),
+            "--spec-draft-n-max".into(),
+            self.n_max.to_string(),
+        ];
+        match self.device.and_then(|d| device_names.get(d)) {
+            Some(name) => {
+                a.extend(["-ngld".into(), "all".into(), "-devd".into(), name.clone()]);
+            }
+            // The draft follows the main devices with no layer offloaded
+            // (`-devd none` would fail next to `-sm none`: llama.cpp checks
+            // main_gpu against the empty device list).
+            None => a.extend(["-ngld".into(), "0".into()]),
+        }
+        a.extend([
+            "-ctkd".into(),
+            type_name(ctx.type_k),
+            "-ctvd".into(),
+            type_name(ctx.type_v),
+        ]);
+        a
+    }
 }
 
 /// `load_tensors`' layer → device rule for `-ngl ngl -ts ts` over `n_dev`
@@ -58,14 +107,16 @@ pub struct Plan {
 /// blocks `0..n_layer` and the output (index `n_layer`). Post-#18148 builds:
 /// the output counts as a layer and is offloaded first.
 pub fn llama_layer_devices(n_layer: u32, ngl: u32, ts: &[f32], n_dev: usize) -> Vec<Option<usize>> {
-    let l = i64::from(n_layer);
-    let ngl = i64::from(ngl);
-    let i_gpu_start = (l + 1 - ngl).max(0);
-    let act = if n_dev == 0 { 0 } else { ngl.min(l + 1) };
+    let (i_gpu_start, act) = crate::llamacpp::place::gpu_range(
+        n_layer,
+        i64::from(ngl),
+        n_dev,
+        crate::llamacpp::FIXTURE_BUILD,
+    );
     let weights: Vec<f32> = (0..n_dev)
         .map(|i| ts.get(i).copied().unwrap_or(0.0))
         .collect();
-    crate::llamacpp::place::assign_layers(l, i_gpu_start, act, &weights)
+    crate::llamacpp::place::assign_layers(i64::from(n_layer), i_gpu_start, act, &weights)
 }
 
 fn type_name(t: crate::gguf::GgmlType) -> String {
@@ -192,6 +243,9 @@ pub fn argv(plan: &Plan) -> Vec<String> {
     );
     push(&mut a, "-ctk", type_name(ctx.type_k));
     push(&mut a, "-ctv", type_name(ctx.type_v));
+    if let Some(d) = &plan.draft {
+        a.extend(d.argv(&plan.device_names, ctx));
+    }
     push(&mut a, "-fit", "off".into());
     a
 }
@@ -239,6 +293,7 @@ mod tests {
             ctx: cfg,
             device_names: vec!["CUDA0".into(), "CUDA1".into(), "CUDA2".into()],
             movable: costs(m, &cfg).movable,
+            draft: None,
         }
     }
 

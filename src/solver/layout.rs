@@ -173,11 +173,14 @@ fn places(layout: &Layout) -> Vec<Option<usize>> {
     seq.push(None);
     for il in 0..n {
         seq.push(layout.layer_dev[il]);
-        seq.push(if layout.ffn_on_host(il) {
-            None
-        } else {
-            layout.layer_dev[il]
-        });
+        if layout.ffn_on_host(il) {
+            // The FFN on the host, then its residual add back on the
+            // block's device (its other input, `ffn_inp`, lives there): a
+            // device boundary right after a host-FFN block costs a split
+            // of its own, as the exact scheduler finds.
+            seq.push(None);
+        }
+        seq.push(layout.layer_dev[il]);
     }
     seq.push(layout.layer_dev[n]);
     seq
@@ -330,6 +333,15 @@ mod tests {
         assert_eq!(summary(&c, &l2, 2, true, 512).splits_tg, 3);
         assert_eq!(l2.used_devices(), vec![0, 1]);
         assert!(l2.is_contiguous());
+        // The last block of GPU 0's range with its experts on the host: the
+        // residual add returns to GPU 0 before GPU 1 takes over, 3 + 2.
+        let mut l3 = l2.clone();
+        l3.ffn_host[23] = true;
+        assert_eq!(summary(&c, &l3, 2, true, 512).splits_tg, 5);
+        // Inside the range it costs the usual 2.
+        let mut l4 = l2.clone();
+        l4.ffn_host[22] = true;
+        assert_eq!(summary(&c, &l4, 2, true, 512).splits_tg, 5);
     }
 
     #[test]

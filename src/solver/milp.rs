@@ -32,11 +32,10 @@ use good_lp::{
 };
 use serde::Serialize;
 
-use super::dp::Problem;
+use super::dp::{Problem, Setup};
 use super::layout::Layout;
 use super::speed::{OP_OFFLOAD_MIN_BATCH, T_SPLIT_S};
 
-const GB: f64 = 1e9;
 /// Objective unit: milliseconds (keeps coefficients near 1 for the solver).
 const MS: f64 = 1e3;
 /// Memory unit in constraints: MiB (keeps coefficients within f64 comfort).
@@ -108,7 +107,8 @@ pub fn solve(
     let c = p.costs;
     let n = c.n_layer();
     let nd = p.order.len();
-    let hb = p.rates.host_bandwidth_gbs * GB;
+    let su = Setup::new(p);
+    let hb = su.host_bw;
     let mut vars = variables!();
     // u[l][k], k in 0..nd (k = nd is the constant 1).
     let u: Vec<Vec<Variable>> = (0..=n)
@@ -141,18 +141,9 @@ pub fn solve(
         }
     };
 
-    let bw = |k: usize| {
-        p.rates
-            .devices
-            .get(p.order[k])
-            .map_or(1.0, |r| r.bandwidth_gbs)
-            * GB
-    };
-    let link = |k: usize| p.rates.devices.get(p.order[k]).map_or(16.0, |r| r.link_gbs) * GB;
-    let read = |l: usize| {
-        let lc = &c.layers[l];
-        lc.fixed_bytes as f64 + lc.kv_read_bytes as f64 + lc.ffn_bytes as f64 * lc.ffn_read
-    };
+    let bw = |k: usize| su.bw[k];
+    let link = |k: usize| su.link[k];
+    let read = |l: usize| su.read[l];
 
     let mut objective = Expression::from(T_SPLIT_S * MS);
     for l in 0..=n {
@@ -169,10 +160,7 @@ pub fn solve(
     for l in 0..n {
         for k in 0..nd {
             if let Some(v) = y[l][k] {
-                let lc = &c.layers[l];
-                let f = lc.ffn_bytes as f64 * lc.ffn_read;
-                let hop = 2.0 * (T_SPLIT_S + c.act_bytes_per_token as f64 / link(k));
-                objective += v * ((f / hb - f / bw(k) + hop) * MS);
+                objective += v * (su.ffn_host_extra(l, k) * MS);
             }
         }
     }
@@ -235,9 +223,7 @@ pub fn solve(
         0
     };
     let max_peak = c.layers.iter().map(|l| l.act_peak).max().unwrap_or(0);
-    let dev_bytes = |l: usize| {
-        (c.layers[l].fixed_bytes + c.layers[l].kv_bytes + c.layers[l].ffn_bytes) as f64 / MIB
-    };
+    let dev_bytes = |l: usize| su.bytes[l] as f64 / MIB;
     for k in 0..nd {
         let mut mem = Expression::from(0.0);
         for l in 0..n {

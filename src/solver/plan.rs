@@ -10,13 +10,14 @@ use thiserror::Error;
 
 use super::costs::{at_context, weights, Costs, CtxConfig};
 use super::dp::{self, Problem};
-use super::flags::{argv, Plan};
+use super::flags::{argv, DraftPlan, Plan};
 use super::layout::{memory, summary, Layout};
 use super::milp::{self, Limits, Status};
 use super::sim::{SimError, SimReport, Simulator};
 use super::speed::{predict, Prediction, Rates};
 use crate::gguf::GgmlType;
 use crate::hardware::{Hardware, Overflow, Usage};
+use crate::llamacpp::{self, flags as llflags};
 use crate::model::Model;
 use crate::units::{Bytes, MIB};
 
@@ -61,6 +62,59 @@ pub struct Request {
     pub allow_ffn_host: bool,
     pub solver: SolverChoice,
     pub limits: Limits,
+    /// Pin the draft model ([`Planner::with_draft`]) here; `None`: the
+    /// planner tries every GPU and the host and keeps the fastest plan.
+    pub draft_place: Option<DraftPlace>,
+    /// Try other `-dev` orders (the output layer and the last blocks on
+    /// another GPU) when `devices` is not given.
+    pub reorder: bool,
+    /// The `-dev` order of one candidate (hardware indices); set by the
+    /// search, `None` = the planner's default order.
+    pub dev_order: Option<Vec<usize>>,
+}
+
+/// Where the draft model goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DraftPlace {
+    /// Every draft layer on this hardware device (`-ngld all -devd NAME`).
+    Device(usize),
+    /// No draft layer offloaded (`-ngld 0`).
+    Host,
+}
+
+/// A draft model for speculative decoding (`ggplan plan --draft`).
+#[derive(Clone, Debug)]
+pub struct DraftModel<'a> {
+    pub model: &'a Model,
+    /// The GGUF path llama-server loads (`-md`).
+    pub path: String,
+    /// Tokens drafted per step (`--spec-draft-n-max`); with `auto`, the
+    /// most the planner considers (memory and `-b` are sized for it).
+    pub n_max: u32,
+    /// Choose the tokens per step in `1..=n_max` by the speed model.
+    pub auto: bool,
+    /// Probability that the target accepts one drafted token (assumed
+    /// independent per position; README "Speed model").
+    pub accept: f64,
+}
+
+/// The speculative-decoding part of a prediction.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DraftPrediction {
+    /// Where the draft runs (`CPU` for the host).
+    pub device: String,
+    pub n_max: u32,
+    pub accept: f64,
+    /// Tokens produced per draft-and-verify step: `(1 − a^(n+1)) / (1 − a)`.
+    pub tokens_per_step: f64,
+    /// The draft model's own decode speed at its placement.
+    pub draft_decode_tps: f64,
+    /// Seconds of one target pass verifying `n_max + 1` tokens.
+    pub verify_s: f64,
+    /// The target alone, without speculation.
+    pub target_decode_tps: f64,
+    /// `tokens_per_step / (n_max · draft decode s + verify s)`.
+    pub effective_decode_tps: f64,
 }
 
 impl Default for Request {
@@ -78,6 +132,9 @@ impl Default for Request {
             allow_ffn_host: true,
             solver: SolverChoice::Auto,
             limits: Limits::default(),
+            draft_place: None,
+            reorder: true,
+            dev_order: None,
         }
     }
 }
@@ -129,6 +186,8 @@ pub struct Outcome {
     pub capacity: Vec<Bytes>,
     /// Solve → simulate rounds (1 = the first plan passed).
     pub rounds: u32,
+    /// Speculative decoding with the draft model, when planned with one.
+    pub draft: Option<DraftPrediction>,
 }
 
 /// The per-model, per-machine setup shared by every candidate.
@@ -138,8 +197,13 @@ pub struct Planner<'a> {
     pub rates: Rates,
     weights: Costs,
     order: Vec<usize>,
+    /// Whether `--devices` fixed the order.
+    order_given: bool,
     /// Movable FFNs all alike (the DP is exact then).
     alike: bool,
+    draft: Option<DraftModel<'a>>,
+    /// The hardware as the exact simulator sees it (draft reservations).
+    sim_devices: Vec<llamacpp::Device>,
 }
 
 /// Step of `-c` values llama.cpp keeps as given (`n_ctx` padded to 256;
@@ -190,8 +254,177 @@ impl<'a> Planner<'a> {
             rates: Rates::from_hardware(hw),
             weights,
             order,
+            order_given: devices.is_some(),
             alike,
+            draft: None,
+            sim_devices: llamacpp::device::from_hardware(hw),
         })
+    }
+
+    /// Plan with a draft model: its memory is reserved where the plan puts
+    /// it, its flags are emitted and simulated, and the speed is the
+    /// effective speed of speculative decoding. Pass [`Self::plan`] a
+    /// simulator that loads the draft too
+    /// ([`super::exact::LlamaCppDraftSimulator`]); the plain one ignores `-md`.
+    pub fn with_draft(mut self, draft: DraftModel<'a>) -> Planner<'a> {
+        self.draft = Some(draft);
+        self
+    }
+
+    /// The draft model, if any.
+    pub fn draft(&self) -> Option<&DraftModel<'a>> {
+        self.draft.as_ref()
+    }
+
+    fn order_of<'r>(&'r self, req: &'r Request) -> &'r [usize] {
+        req.dev_order.as_deref().unwrap_or(&self.order)
+    }
+
+    /// `-dev` orders worth trying: the default, and with 2–4 devices and
+    /// bandwidths in the hardware file, each device moved last (it then
+    /// holds the output layer and the last blocks; llama.cpp assigns ranges
+    /// in `-dev` order, `load_tensors`) and each moved first (it receives
+    /// the op-offload copies). Two devices: both orders.
+    fn orders(&self, req: &Request) -> Vec<Vec<usize>> {
+        if let Some(o) = &req.dev_order {
+            return vec![o.clone()];
+        }
+        let mut out = vec![self.order.clone()];
+        // Orders are ranked by predicted speed: only with real rates (the
+        // defaults make every GPU alike and would pick an unusual order on noise).
+        if req.reorder
+            && self.rates.complete
+            && !self.order_given
+            && (2..=4).contains(&self.order.len())
+        {
+            for k in 0..self.order.len() {
+                // Moved last: it holds the output layer and the last blocks.
+                let mut o = self.order.clone();
+                let d = o.remove(k);
+                o.push(d);
+                // Moved first: it takes the op-offload copies of host
+                // weights during prefill (the first model device, §4.5).
+                let mut f = self.order.clone();
+                f.remove(k);
+                f.insert(0, d);
+                for o in [o, f] {
+                    if !out.contains(&o) {
+                        out.push(o);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Draft placements worth trying: the pinned one, else every GPU of
+    /// the order (fastest first) and the host.
+    fn draft_places(&self, req: &Request) -> Vec<Option<DraftPlace>> {
+        if self.draft.is_none() {
+            return vec![None];
+        }
+        if let Some(p) = req.draft_place {
+            return vec![Some(p)];
+        }
+        let mut gpus = self.order.clone();
+        gpus.sort_by(|&a, &b| {
+            let bw = |d: usize| self.rates.devices.get(d).map_or(0.0, |r| r.bandwidth_gbs);
+            bw(b).total_cmp(&bw(a))
+        });
+        gpus.into_iter()
+            .map(|d| Some(DraftPlace::Device(d)))
+            .chain([Some(DraftPlace::Host)])
+            .collect()
+    }
+
+    /// The draft context's flags as llama-server derives them from the
+    /// plan's (`llamacpp::draft_flags`), for a draft at `place`.
+    fn draft_llama_flags(
+        &self,
+        cfg: &CtxConfig,
+        place: DraftPlace,
+        order: &[usize],
+    ) -> llflags::Flags {
+        let name = |d: usize| self.hw.devices[d].name.clone();
+        let main = llflags::Flags {
+            ctx: Some(cfg.n_ctx),
+            batch: cfg.batch,
+            ubatch: cfg.ubatch,
+            n_parallel: Some(cfg.n_seq),
+            kv_unified: Some(cfg.kv_unified),
+            flash_attn: if cfg.flash_attn {
+                llflags::FlashAttn::On
+            } else {
+                llflags::FlashAttn::Off
+            },
+            cache_type_k: cfg.type_k,
+            cache_type_v: cfg.type_v,
+            devices: Some(order.iter().map(|&d| name(d)).collect()),
+            fit: false,
+            ..llflags::Flags::default()
+        };
+        let df = llflags::DraftFlags {
+            gpu_layers: match place {
+                DraftPlace::Device(_) => llflags::GpuLayers::All,
+                DraftPlace::Host => llflags::GpuLayers::N(0),
+            },
+            devices: match place {
+                DraftPlace::Device(d) => Some(vec![name(d)]),
+                DraftPlace::Host => None,
+            },
+            cache_type_k: Some(cfg.type_k),
+            cache_type_v: Some(cfg.type_v),
+            ..llflags::DraftFlags::default()
+        };
+        llamacpp::draft_flags(&main, &df)
+    }
+
+    /// What the draft model and its context take on each hardware device
+    /// and on the host at `cfg`, by the exact simulator. `None`: llama.cpp
+    /// would refuse it (e.g. a quantized V cache without flash attention).
+    pub fn draft_use(
+        &self,
+        cfg: &CtxConfig,
+        place: DraftPlace,
+        order: &[usize],
+    ) -> Option<(Vec<u64>, u64)> {
+        let d = self.draft.as_ref()?;
+        let f = self.draft_llama_flags(cfg, place, order);
+        let sim = llamacpp::simulate(
+            d.model,
+            None,
+            &self.sim_devices,
+            &f,
+            &llamacpp::Options::default(),
+        )
+        .ok()?;
+        let n = self.hw.devices.len();
+        let devs = sim.devices.iter().take(n).map(|u| u.total_bytes).collect();
+        let host = sim.devices.get(n).map_or(0, |u| u.total_bytes);
+        Some((devs, host))
+    }
+
+    /// Capacities left for the target model once the draft of `req` is
+    /// reserved at `cfg`; `None` when the draft cannot be placed there.
+    fn reserve(
+        &self,
+        cfg: &CtxConfig,
+        caps: &(Vec<u64>, u64),
+        req: &Request,
+    ) -> Option<(Vec<u64>, u64)> {
+        let Some(place) = req.draft_place.filter(|_| self.draft.is_some()) else {
+            return Some(caps.clone());
+        };
+        let (devs, host) = self.draft_use(cfg, place, self.order_of(req))?;
+        let mut out = caps.clone();
+        for (c, u) in out.0.iter_mut().zip(&devs) {
+            if *u > *c {
+                return None;
+            }
+            *c -= u;
+        }
+        out.1 = out.1.checked_sub(host)?;
+        Some(out)
     }
 
     /// Planning capacities: each device's effective capacity minus the margin; the host pool.
@@ -206,7 +439,17 @@ impl<'a> Planner<'a> {
     }
 
     pub fn costs(&self, cfg: &CtxConfig) -> Costs {
-        at_context(self.model, &self.weights, cfg)
+        let mut c = at_context(self.model, &self.weights, cfg);
+        if let Some(d) = &self.draft {
+            // With a draft the server reserves n_parallel·(1 + n_draft)
+            // outputs in the target's graph (server_output_limits).
+            let t = cfg.pp_tokens();
+            let outputs = t
+                .min(u64::from(cfg.n_seq.max(1)) * (1 + u64::from(d.n_max)))
+                .min(cfg.batch);
+            c.output_act = super::costs::output_act(self.model, t, outputs);
+        }
+        c
     }
 
     fn problem<'c>(
@@ -215,11 +458,12 @@ impl<'a> Planner<'a> {
         cfg: &CtxConfig,
         caps: &(Vec<u64>, u64),
         allow: bool,
+        order: &[usize],
     ) -> Problem<'c> {
         Problem {
             costs: c,
             rates: &self.rates,
-            order: self.order.clone(),
+            order: order.to_vec(),
             capacity: caps.0.clone(),
             host_capacity: caps.1,
             op_offload: true,
@@ -257,11 +501,13 @@ impl<'a> Planner<'a> {
         req: &Request,
     ) -> Option<(Layout, Status, f64)> {
         let t0 = Instant::now();
+        let caps = &self.reserve(cfg, caps, req)?;
+        let order = self.order_of(req);
         let c = self.costs(cfg);
         let ub = cfg.pp_tokens();
-        let pure = dp::solve(&self.problem(&c, cfg, caps, false));
+        let pure = dp::solve(&self.problem(&c, cfg, caps, false, order));
         let comb = if req.allow_ffn_host && c.movable.is_some() {
-            dp::solve(&self.problem(&c, cfg, caps, true))
+            dp::solve(&self.problem(&c, cfg, caps, true, order))
         } else {
             None
         };
@@ -274,7 +520,7 @@ impl<'a> Planner<'a> {
         let tie = |allow: bool| {
             dp::solve(&Problem {
                 prefill_weight: PREFILL_TIE_WEIGHT,
-                ..self.problem(&c, cfg, caps, allow)
+                ..self.problem(&c, cfg, caps, allow, order)
             })
         };
         let pure_tie = tie(false);
@@ -313,7 +559,7 @@ impl<'a> Planner<'a> {
         if !exact && req.solver != SolverChoice::Milp {
             if let (true, Some(lb)) = (
                 best.is_some(),
-                dp::lower_bound(&self.problem(&c, cfg, caps, true)),
+                dp::lower_bound(&self.problem(&c, cfg, caps, true, order)),
             ) {
                 let t = &t_opt;
                 if *t <= lb * (1.0 + 1e-9) {
@@ -330,8 +576,8 @@ impl<'a> Planner<'a> {
             SolverChoice::Milp => true,
             SolverChoice::Auto => !proven,
         };
-        if run_milp && !self.order.is_empty() {
-            let p = self.problem(&c, cfg, caps, req.allow_ffn_host);
+        if run_milp && !order.is_empty() {
+            let p = self.problem(&c, cfg, caps, req.allow_ffn_host, order);
             if let Ok(r) = milp::solve(&p, best.as_ref().map(|b| &b.0), req.limits) {
                 let pred = self.predict_at(&c, &r.layout, ub);
                 if fits(&r.layout)
@@ -351,6 +597,43 @@ impl<'a> Planner<'a> {
         best.map(|(l, _)| (l, status, t0.elapsed().as_secs_f64() * 1e3))
     }
 
+    /// `-b` candidates for micro-batch `ub`, in order of preference:
+    /// {2048, 4096, ub} ∩ [need, ∞) with need = max(ub, n_parallel·(1 +
+    /// n_draft)) — with a draft the server puts every slot's sampled and
+    /// drafted tokens into one batch of max(n_batch, n_parallel) tokens and
+    /// asserts they fit (server-context.cpp `handle_last_sampled_token`);
+    /// `need` itself when no candidate reaches it.
+    ///
+    /// Above `ub`, `-b` changes neither memory nor the reserved graph in
+    /// b11434 (`llama_context`: n_ubatch = min(n_batch, ub), and the graph's
+    /// outputs min(n_tokens, n_outputs_max) with n_tokens ≤ n_ubatch ≤
+    /// n_batch), nor the speed model (prefill is per micro-batch): every
+    /// candidate ties, so the preference order decides — llama.cpp's own
+    /// default 2048 first (at most 2048 prompt tokens per `llama_decode`,
+    /// which keeps other slots' decoding responsive), then 4096, then `ub`.
+    pub fn batch_candidates(&self, req: &Request, ub: u64) -> Vec<u64> {
+        let n_draft = self.draft.as_ref().map_or(0, |d| u64::from(d.n_max));
+        let need = ub.max(u64::from(req.slots.max(1)) * (1 + n_draft));
+        let mut out: Vec<u64> = [2048, 4096, ub]
+            .into_iter()
+            .filter(|&b| b >= need)
+            .collect();
+        out.dedup();
+        if out.is_empty() {
+            out.push(need);
+        }
+        out
+    }
+
+    /// The `-b` of a candidate: `--batch` if given (at least `ub`), else
+    /// the first of [`Self::batch_candidates`].
+    pub fn batch_for(&self, req: &Request, ub: u64) -> u64 {
+        match req.batch {
+            Some(b) => b.max(ub),
+            None => self.batch_candidates(req, ub)[0],
+        }
+    }
+
     /// The context configuration for one candidate.
     pub fn config(
         &self,
@@ -360,7 +643,7 @@ impl<'a> Planner<'a> {
         fa: bool,
         kv: (GgmlType, GgmlType),
     ) -> CtxConfig {
-        let batch = req.batch.unwrap_or(2048).max(ub).min(n_ctx);
+        let batch = self.batch_for(req, ub).min(n_ctx);
         CtxConfig {
             n_ctx,
             n_seq: req.slots.max(1),
@@ -405,12 +688,16 @@ impl<'a> Planner<'a> {
         let hi_k = (self.model.hparams.n_ctx_train / step).max(1);
         let fits = |k: u64| {
             let cfg = self.config(k * step, req, ub, fa, kv);
+            let Some(caps) = &self.reserve(&cfg, caps, req) else {
+                return false;
+            };
+            let order = self.order_of(req);
             let c = self.costs(&cfg);
             let ok =
                 |l: Option<Layout>| l.is_some_and(|l| self.fits(&c, &l, caps, cfg.pp_tokens()));
             let comb = req.allow_ffn_host && c.movable.is_some();
-            ok(dp::solve(&self.problem(&c, &cfg, caps, comb)))
-                || (comb && ok(dp::solve(&self.problem(&c, &cfg, caps, false))))
+            ok(dp::solve(&self.problem(&c, &cfg, caps, comb, order)))
+                || (comb && ok(dp::solve(&self.problem(&c, &cfg, caps, false, order))))
         };
         let (mut lo, mut hi);
         if let Some(h) = known.map(|n| (n / step).clamp(1, hi_k)) {
@@ -452,17 +739,56 @@ impl<'a> Planner<'a> {
         Some(lo * step)
     }
 
-    fn plan_of(&self, layout: Layout, cfg: CtxConfig) -> Plan {
-        Plan {
+    fn plan_of(&self, layout: Layout, cfg: CtxConfig, req: &Request) -> Plan {
+        let mut plan = Plan {
             layout,
             ctx: cfg,
             device_names: self.hw.devices.iter().map(|d| d.name.clone()).collect(),
             movable: self.weights.movable,
+            draft: match (&self.draft, req.draft_place) {
+                (Some(d), Some(p)) => Some(DraftPlan {
+                    path: d.path.clone(),
+                    device: match p {
+                        DraftPlace::Device(i) => Some(i),
+                        DraftPlace::Host => None,
+                    },
+                    n_max: d.n_max,
+                }),
+                _ => None,
+            },
+        };
+        if self.draft.as_ref().is_some_and(|d| d.auto) {
+            self.choose_n(&mut plan);
+        }
+        plan
+    }
+
+    /// `--draft-max auto`: the tokens per step in `1..=n_max` with the best
+    /// predicted effective decode speed for this placement (ties: fewer).
+    /// Memory and `-b` were sized for `n_max`, which bounds every choice.
+    fn choose_n(&self, plan: &mut Plan) {
+        let Some(n_max) = plan.draft.as_ref().map(|d| d.n_max) else {
+            return;
+        };
+        let mut best = (n_max, f64::NEG_INFINITY);
+        for n in 1..=n_max {
+            if let Some(d) = plan.draft.as_mut() {
+                d.n_max = n;
+            }
+            let tps = self
+                .draft_prediction(plan)
+                .map_or(0.0, |p| p.effective_decode_tps);
+            if tps > best.1 * (1.0 + 1e-9) {
+                best = (n, tps);
+            }
+        }
+        if let Some(d) = plan.draft.as_mut() {
+            d.n_max = best.0;
         }
     }
 
-    /// Prediction of a plan.
-    pub fn predict(&self, plan: &Plan) -> Prediction {
+    /// The target model's own prediction (no speculation).
+    fn predict_target(&self, plan: &Plan) -> Prediction {
         let c = self.costs(&plan.ctx);
         predict(
             &summary(
@@ -474,6 +800,80 @@ impl<'a> Planner<'a> {
             ),
             &self.rates,
         )
+    }
+
+    /// Prediction of a plan. With a draft, decode is the effective speed
+    /// of speculative decoding ([`Self::draft_prediction`]); prefill, the
+    /// splits and the per-device shares stay the target's.
+    pub fn predict(&self, plan: &Plan) -> Prediction {
+        let mut p = self.predict_target(plan);
+        if let Some(d) = self.draft_prediction(plan) {
+            p.decode_tps = d.effective_decode_tps;
+            p.decode_s = 1.0 / d.effective_decode_tps;
+        }
+        p
+    }
+
+    /// Speculative decoding with the plan's draft (README "Speed model"):
+    /// one step drafts `n` tokens (n draft decodes at the draft's
+    /// placement) and verifies `n + 1` in one target pass, which reads the
+    /// target's weights once but, for routed experts, the union of the
+    /// experts `n + 1` tokens pick: a fraction `1 − (1 − k/E)^(n+1)` of each
+    /// layer's experts instead of `k/E` (tokens assumed to pick experts
+    /// independently). With each drafted token accepted with probability
+    /// `a`, independently, a step yields `(1 − a^(n+1)) / (1 − a)` tokens.
+    pub fn draft_prediction(&self, plan: &Plan) -> Option<DraftPrediction> {
+        let dp = plan.draft.as_ref()?;
+        let dm = self.draft.as_ref()?;
+        let n = f64::from(dp.n_max);
+        let target = self.predict_target(plan);
+        // The verify pass.
+        let mut c = self.costs(&plan.ctx);
+        for l in &mut c.layers {
+            if l.ffn_read < 1.0 {
+                l.ffn_read = 1.0 - (1.0 - l.ffn_read).powf(n + 1.0);
+            }
+        }
+        let verify = predict(
+            &summary(
+                &c,
+                &plan.layout,
+                self.hw.devices.len(),
+                true,
+                plan.ctx.pp_tokens(),
+            ),
+            &self.rates,
+        );
+        // One draft decode: the draft model whole on its device or the host.
+        let dc = super::costs::costs(dm.model, &plan.ctx);
+        let nl = dc.n_layer();
+        let dl = Layout {
+            layer_dev: vec![dp.device; nl + 1],
+            ffn_host: vec![false; nl],
+        };
+        let draft = predict(
+            &summary(&dc, &dl, self.hw.devices.len(), true, plan.ctx.pp_tokens()),
+            &self.rates,
+        );
+        let a = dm.accept.clamp(0.0, 1.0);
+        let tokens = if a >= 1.0 {
+            n + 1.0
+        } else {
+            (1.0 - a.powf(n + 1.0)) / (1.0 - a)
+        };
+        let step = n * draft.decode_s + verify.decode_s;
+        Some(DraftPrediction {
+            device: dp
+                .device
+                .map_or_else(|| "CPU".to_string(), |d| self.hw.devices[d].name.clone()),
+            n_max: dp.n_max,
+            accept: a,
+            tokens_per_step: tokens,
+            draft_decode_tps: draft.decode_tps,
+            verify_s: verify.decode_s,
+            target_decode_tps: target.decode_tps,
+            effective_decode_tps: tokens / step,
+        })
     }
 
     /// Overflows of a simulated report against the planning limits.
@@ -506,6 +906,25 @@ impl<'a> Planner<'a> {
         if req.ubatch.is_empty() || req.flash_attn.is_empty() || req.kv_types.is_empty() {
             return Err(PlanError::BadRequest("empty candidate set".into()));
         }
+        if let Some(d) = &self.draft {
+            // common_speculative_are_compatible (common/speculative.cpp):
+            // llama-server refuses a draft whose vocabulary size differs by
+            // more than SPEC_VOCAB_MAX_SIZE_DIFFERENCE = 128 tokens.
+            let (a, b) = (self.model.hparams.n_vocab, d.model.hparams.n_vocab);
+            if a.abs_diff(b) > 128 {
+                return Err(PlanError::BadRequest(format!(
+                    "the draft's vocabulary ({b} tokens) differs from the target's ({a}) by more than 128: llama-server refuses it (common_speculative_are_compatible)"
+                )));
+            }
+        }
+        if let (Some(b), Some(d)) = (req.batch, &self.draft) {
+            let need = u64::from(req.slots.max(1)) * (1 + u64::from(d.n_max));
+            if b < need {
+                return Err(PlanError::BadRequest(format!(
+                    "-b {b} is below -np × (1 + draft tokens) = {need}: llama-server puts every slot's drafted tokens into one batch"
+                )));
+            }
+        }
         let mut caps = self.capacities(req.margin);
         let mut rounds = 0;
         let mut solver_ms = 0.0;
@@ -522,6 +941,7 @@ impl<'a> Planner<'a> {
             if over.is_empty() {
                 return Ok(Outcome {
                     prediction: self.predict(&plan),
+                    draft: self.draft_prediction(&plan),
                     rates_complete: self.rates.complete,
                     plan,
                     argv: args,
@@ -552,12 +972,18 @@ impl<'a> Planner<'a> {
                 true,
                 plan.ctx.pp_tokens(),
             );
+            // The draft's share of each place, reserved on top of the plan.
+            let drafted = plan.draft.as_ref().and_then(|d| {
+                let place = d.device.map_or(DraftPlace::Host, DraftPlace::Device);
+                self.draft_use(&plan.ctx, place, &plan.layout.used_devices())
+            });
+            let draft_dev = |i: usize| drafted.as_ref().map_or(0, |(d, _)| d[i]);
             let step = SHRINK_STEP << (rounds - 1).min(16);
             for o in &over {
                 let excess = o.need.0.saturating_sub(o.capacity.0) + step;
                 match self.hw.devices.iter().position(|dev| dev.name == o.target) {
                     Some(i) => {
-                        let planned = d.get(i).map_or(caps.0[i], |m| m.total());
+                        let planned = d.get(i).map_or(caps.0[i], |m| m.total() + draft_dev(i));
                         caps.0[i] = caps.0[i].min(planned).saturating_sub(excess);
                     }
                     // The host pool may be short through a unified device's
@@ -588,41 +1014,58 @@ impl<'a> Planner<'a> {
         let mut best: Option<(Plan, Status, f64, Prediction)> = None;
         let mut ms = 0.0;
         let mut i = 0;
-        for &kv in &req.kv_types {
-            for &fa in &req.flash_attn {
-                for &ub in &req.ubatch {
-                    let n_ctx = match req.ctx {
-                        CtxRequest::Fixed(n) => round_up(n, ctx_step(req.slots, req.kv_unified)),
-                        CtxRequest::Max => {
-                            let prev = known.get(i).copied();
-                            i += 1;
-                            let n = match prev {
-                                // Did not fit at larger capacities: nor here.
-                                Some(None) => None,
-                                Some(Some(n)) => self.max_ctx_from(req, ub, fa, kv, caps, Some(n)),
-                                None => self.max_ctx(req, ub, fa, kv, caps),
-                            };
-                            match known.get_mut(i - 1) {
-                                Some(slot) => *slot = n,
-                                None => known.push(n),
+        // Candidates: -dev orders × draft places × KV types × -fa × -ub.
+        let mut cands = Vec::new();
+        for order in self.orders(req) {
+            for place in self.draft_places(req) {
+                cands.push(Request {
+                    dev_order: Some(order.clone()),
+                    draft_place: place,
+                    ..req.clone()
+                });
+            }
+        }
+        for req in &cands {
+            for &kv in &req.kv_types {
+                for &fa in &req.flash_attn {
+                    for &ub in &req.ubatch {
+                        let n_ctx = match req.ctx {
+                            CtxRequest::Fixed(n) => {
+                                round_up(n, ctx_step(req.slots, req.kv_unified))
                             }
-                            match n {
-                                Some(n) => n,
-                                None => continue,
+                            CtxRequest::Max => {
+                                let prev = known.get(i).copied();
+                                i += 1;
+                                let n = match prev {
+                                    // Did not fit at larger capacities: nor here.
+                                    Some(None) => None,
+                                    Some(Some(n)) => {
+                                        self.max_ctx_from(req, ub, fa, kv, caps, Some(n))
+                                    }
+                                    None => self.max_ctx(req, ub, fa, kv, caps),
+                                };
+                                match known.get_mut(i - 1) {
+                                    Some(slot) => *slot = n,
+                                    None => known.push(n),
+                                }
+                                match n {
+                                    Some(n) => n,
+                                    None => continue,
+                                }
                             }
+                        };
+                        let cfg = self.config(n_ctx, req, ub, fa, kv);
+                        let Some((layout, status, t)) = self.solve(&cfg, caps, req) else {
+                            continue;
+                        };
+                        ms += t;
+                        let plan = self.plan_of(layout, cfg, req);
+                        let pred = self.predict(&plan);
+                        if best.as_ref().is_none_or(|b| {
+                            better(&plan, &pred, &b.0, &b.3, req.ctx == CtxRequest::Max)
+                        }) {
+                            best = Some((plan, status, 0.0, pred));
                         }
-                    };
-                    let cfg = self.config(n_ctx, req, ub, fa, kv);
-                    let Some((layout, status, t)) = self.solve(&cfg, caps, req) else {
-                        continue;
-                    };
-                    ms += t;
-                    let plan = self.plan_of(layout, cfg);
-                    let pred = self.predict(&plan);
-                    if best.as_ref().is_none_or(|b| {
-                        better(&plan, &pred, &b.0, &b.3, req.ctx == CtxRequest::Max)
-                    }) {
-                        best = Some((plan, status, 0.0, pred));
                     }
                 }
             }
@@ -642,19 +1085,32 @@ impl<'a> Planner<'a> {
         let cfg = self.config(n_ctx, req, req.ubatch[0], req.flash_attn[0], kv);
         let c = self.costs(&cfg);
         let open = (caps.0.clone(), u64::MAX);
+        // A draft counted where it takes the least device memory.
+        let draft_place = req
+            .draft_place
+            .or(self.draft.as_ref().map(|_| DraftPlace::Host));
         if let Some((layout, _, _)) = self.solve(
             &cfg,
             &open,
             &Request {
                 solver: SolverChoice::Dp,
+                draft_place,
                 ..req.clone()
             },
         ) {
             let (h, devs) = memory(&c, &layout, self.hw.devices.len(), true, cfg.pp_tokens());
-            let usage = Usage {
+            let mut usage = Usage {
                 host: Bytes(h.total()),
                 devices: devs.iter().map(|m| Bytes(m.total())).collect(),
             };
+            // The draft where it was counted (it is not in the layout).
+            if let Some((du, dh)) = draft_place.and_then(|pl| self.draft_use(&cfg, pl, &self.order))
+            {
+                usage.host = Bytes(usage.host.0 + dh);
+                for (u, x) in usage.devices.iter_mut().zip(du) {
+                    *u = Bytes(u.0 + x);
+                }
+            }
             short = self.hw.overflows(&usage);
         }
         if short.is_empty() {
@@ -943,6 +1399,364 @@ mod tests {
         // No bandwidths, no prediction.
         let bare = Hardware::from_toml_str("[host]\nmemory_mib = 65536\n").unwrap();
         assert!(predict_layout(&m, &bare, &out.plan.ctx, &Layout::cpu_only(48), true).is_none());
+    }
+
+    fn shipped(file: &str) -> Model {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        Model::load(&dir.join(file)).unwrap()
+    }
+
+    /// Llama-3.1-8B with its Llama-3.2-1B draft on the 8 GB laptop preset
+    /// at 32k: the planner reserves the draft where it puts it, the exact
+    /// simulator (which loads the draft too) agrees, and the draft on the
+    /// GPU beats both the draft on the host and no draft at all although
+    /// it costs the target six GPU layers.
+    #[test]
+    fn draft_on_the_gpu_is_reserved_simulated_and_faster() {
+        use crate::solver::exact::{LlamaCppDraftSimulator, LlamaCppSimulator};
+        let m = shipped("llama-3.1-8b-q8_0.toml");
+        let d = shipped("llama-3.2-1b-q8_0.toml");
+        let (hw, _) = crate::hardware::presets::load_file_or_preset("laptop-rtx4060").unwrap();
+        let req = Request {
+            ctx: CtxRequest::Fixed(32768),
+            ..Request::default()
+        };
+        let draft = DraftModel {
+            model: &d,
+            path: "d.gguf".into(),
+            n_max: 3,
+            auto: false,
+            accept: 0.7,
+        };
+        let sim = LlamaCppDraftSimulator {
+            opts: Default::default(),
+            draft: &d,
+        };
+        let p = Planner::new(&m, &hw, None)
+            .unwrap()
+            .with_draft(draft.clone());
+        let out = p.plan(&req, &sim).unwrap();
+        let a = out.argv.join(" ");
+        assert!(
+            a.contains("-md d.gguf --spec-type draft-simple --spec-draft-n-max 3 -ngld all -devd CUDA0 -ctkd f16 -ctvd f16"),
+            "{a}"
+        );
+        assert_eq!(out.report.layer_dev, out.plan.layout.layer_dev);
+        assert!(p.overflows(&out.report, req.margin).is_empty());
+        // The report holds the draft: the target's flags alone leave out
+        // exactly what the draft's own context takes on CUDA0 (weights with
+        // the duplicated tied output 1.22 GiB, 32k × 16 layers f16 KV 1 GiB).
+        let main_only: Vec<String> = {
+            let k = out.argv.iter().position(|x| x == "-md").unwrap();
+            let mut v = out.argv[..k].to_vec();
+            v.extend(["-fit".to_string(), "off".to_string()]);
+            v
+        };
+        let alone = LlamaCppSimulator::default()
+            .simulate(&m, &hw, &main_only)
+            .unwrap();
+        let (du, _) = p
+            .draft_use(&out.plan.ctx, DraftPlace::Device(0), &[0])
+            .unwrap();
+        assert_eq!(
+            out.report.devices[0].total() - alone.devices[0].total(),
+            du[0]
+        );
+        assert_eq!(
+            out.report.devices[0].context_bytes - alone.devices[0].context_bytes,
+            32768 * 16 * 2 * 512 * 2
+        );
+        let dp = out.draft.as_ref().unwrap();
+        assert_eq!(dp.device, "CUDA0");
+        // (1 − 0.7⁴) / 0.3 tokens per step.
+        assert!((dp.tokens_per_step - 2.533).abs() < 1e-3);
+        assert!(
+            dp.effective_decode_tps > 1.8 * dp.target_decode_tps,
+            "{dp:?}"
+        );
+        // The alternatives the search rejected.
+        let host = p
+            .plan(
+                &Request {
+                    draft_place: Some(DraftPlace::Host),
+                    ..req.clone()
+                },
+                &sim,
+            )
+            .unwrap();
+        assert!(host.argv.join(" ").contains("-ngld 0"));
+        let plain = Planner::new(&m, &hw, None)
+            .unwrap()
+            .plan(&req, &LlamaCppSimulator::default())
+            .unwrap();
+        let gpu_layers = |o: &Outcome| o.plan.layout.layer_dev.iter().flatten().count();
+        assert!(gpu_layers(&plain) >= gpu_layers(&out) + 6);
+        assert!(out.prediction.decode_tps > 1.2 * host.prediction.decode_tps);
+        assert!(host.prediction.decode_tps > 1.2 * plain.prediction.decode_tps);
+    }
+
+    #[test]
+    fn device_orders_tried() {
+        let m = build(&Spec::llama_8b_like());
+        let gpu = |n: u32, bw: bool| {
+            format!(
+                "[[devices]]\nname = \"CUDA{n}\"\nkind = \"cuda\"\nmemory_mib = 8192\n{}",
+                if bw {
+                    "bandwidth_gbs = 500\nfp16_tflops = 50\nlink_gbs = 25\n"
+                } else {
+                    ""
+                }
+            )
+        };
+        let hw = |bw: bool| {
+            Hardware::from_toml_str(&format!(
+                "[host]\nmemory_mib = 65536\n{}\n{}{}{}",
+                if bw {
+                    "bandwidth_gbs = 80\ncores = 8"
+                } else {
+                    ""
+                },
+                gpu(0, bw),
+                gpu(1, bw),
+                gpu(2, bw)
+            ))
+            .unwrap()
+        };
+        let with_bw = hw(true);
+        let p = Planner::new(&m, &with_bw, None).unwrap();
+        let req = Request::default();
+        assert_eq!(
+            p.orders(&req),
+            vec![
+                vec![0, 1, 2],
+                vec![1, 2, 0],
+                vec![0, 2, 1],
+                vec![1, 0, 2],
+                vec![2, 0, 1]
+            ]
+        );
+        let fixed = Request {
+            reorder: false,
+            ..Request::default()
+        };
+        assert_eq!(p.orders(&fixed), vec![vec![0, 1, 2]]);
+        // --devices fixes the order; without bandwidths nothing ranks orders.
+        let names = ["CUDA2".to_string(), "CUDA0".to_string()];
+        let given = Planner::new(&m, &with_bw, Some(&names)).unwrap();
+        assert_eq!(given.orders(&req), vec![vec![2, 0]]);
+        let no_bw = hw(false);
+        let p = Planner::new(&m, &no_bw, None).unwrap();
+        assert_eq!(p.orders(&req), vec![vec![0, 1, 2]]);
+    }
+
+    /// Qwen3-30B-A3B with a Qwen3-0.6B draft: verifying 4 tokens reads the
+    /// union of the experts they route to (1 − (1 − 8/128)⁴ = 22.8 % of
+    /// each layer's instead of 6.25 %), so on the 4090 + 5070 Ti the draft
+    /// predicts slower decoding than the target alone; on the laptop the
+    /// draft's memory is what makes 16k no longer fit, and the error says so.
+    #[test]
+    fn a_moe_target_verifies_the_union_of_experts() {
+        use crate::solver::exact::LlamaCppDraftSimulator;
+        let m = shipped("qwen3-30b-a3b-q4_k_m.toml");
+        let d = shipped("qwen3-0.6b-q8_0.toml");
+        let draft = DraftModel {
+            model: &d,
+            path: "d.gguf".into(),
+            n_max: 3,
+            auto: false,
+            accept: 0.7,
+        };
+        let sim = LlamaCppDraftSimulator {
+            opts: Default::default(),
+            draft: &d,
+        };
+        let (hw, _) = crate::hardware::presets::load_file_or_preset("rtx4090-rtx5070ti").unwrap();
+        let p = Planner::new(&m, &hw, None)
+            .unwrap()
+            .with_draft(draft.clone());
+        let req = Request {
+            ctx: CtxRequest::Fixed(32768),
+            ..Request::default()
+        };
+        let out = p.plan(&req, &sim).unwrap();
+        let dp = out.draft.unwrap();
+        // Every block on the GPUs: verify reads 22.8 % instead of 6.25 % of
+        // the experts (attention and the 32k KV read once), 1.56× the
+        // target's own decode time.
+        let ratio = dp.verify_s * dp.target_decode_tps;
+        assert!((1.5..1.6).contains(&ratio), "{ratio} {dp:?}");
+        assert!(dp.effective_decode_tps < dp.target_decode_tps, "{dp:?}");
+
+        let (laptop, _) = crate::hardware::presets::load_file_or_preset("laptop-rtx4060").unwrap();
+        let q8 = Request {
+            ctx: CtxRequest::Fixed(16384),
+            kv_types: vec![(GgmlType::Q8_0, GgmlType::Q8_0)],
+            ..Request::default()
+        };
+        let plain = Planner::new(&m, &laptop, None).unwrap();
+        assert!(plain
+            .plan(&q8, &crate::solver::exact::LlamaCppSimulator::default())
+            .is_ok());
+        let p = Planner::new(&m, &laptop, None).unwrap().with_draft(draft);
+        let Err(PlanError::DoesNotFit { short, .. }) = p.plan(&q8, &sim) else {
+            panic!("fits with the draft")
+        };
+        assert_eq!(short[0].target, "host");
+        // At least the draft's own weights (604 MiB) short.
+        assert!(short[0].shortfall() > Bytes::from_mib(604), "{}", short[0]);
+    }
+
+    /// `--draft-max auto`: the emitted count is the speed model's best in
+    /// 1..=16 (at 90 % acceptance on the laptop: 10 tokens, 34.5 t/s
+    /// against 25.8 with llama.cpp's default 3), and the exact simulator
+    /// checks the emitted flags.
+    #[test]
+    fn auto_draft_count_is_the_best_of_the_speed_model() {
+        use crate::solver::exact::LlamaCppDraftSimulator;
+        let m = shipped("llama-3.1-8b-q8_0.toml");
+        let d = shipped("llama-3.2-1b-q8_0.toml");
+        let (hw, _) = crate::hardware::presets::load_file_or_preset("laptop-rtx4060").unwrap();
+        let req = Request {
+            ctx: CtxRequest::Fixed(32768),
+            ..Request::default()
+        };
+        let sim = LlamaCppDraftSimulator {
+            opts: Default::default(),
+            draft: &d,
+        };
+        let planner = |n_max, auto| {
+            Planner::new(&m, &hw, None).unwrap().with_draft(DraftModel {
+                model: &d,
+                path: "d.gguf".into(),
+                n_max,
+                auto,
+                accept: 0.9,
+            })
+        };
+        let p = planner(16, true);
+        let out = p.plan(&req, &sim).unwrap();
+        let dp = out.draft.clone().unwrap();
+        let k = out
+            .argv
+            .iter()
+            .position(|a| a == "--spec-draft-n-max")
+            .unwrap();
+        assert_eq!(out.argv[k + 1], dp.n_max.to_string());
+        assert_eq!(dp.n_max, 10);
+        let fixed = planner(3, false).plan(&req, &sim).unwrap();
+        assert!(
+            dp.effective_decode_tps > 1.3 * fixed.draft.unwrap().effective_decode_tps,
+            "{dp:?}"
+        );
+        // No other count does better at this placement.
+        let mut plan = out.plan.clone();
+        for n in 1..=16 {
+            plan.draft.as_mut().unwrap().n_max = n;
+            let e = p.draft_prediction(&plan).unwrap().effective_decode_tps;
+            assert!(e <= dp.effective_decode_tps * (1.0 + 1e-9), "n = {n}: {e}");
+        }
+    }
+
+    /// `-b`: the candidates and the one constraint a draft adds.
+    #[test]
+    fn batch_candidates_respect_ub_and_drafted_tokens() {
+        let m = shipped("llama-3.1-8b-q8_0.toml");
+        let d = shipped("llama-3.2-1b-q8_0.toml");
+        let hw = two_gpus();
+        let p = Planner::new(&m, &hw, None).unwrap();
+        let req = Request::default();
+        assert_eq!(p.batch_candidates(&req, 512), vec![2048, 4096, 512]);
+        assert_eq!(p.batch_candidates(&req, 4096), vec![4096]);
+        assert_eq!(p.batch_for(&req, 8192), 8192);
+        let p = p.with_draft(DraftModel {
+            model: &d,
+            path: "d.gguf".into(),
+            n_max: 16,
+            auto: false,
+            accept: 0.7,
+        });
+        // 256 slots × (1 + 16) drafted tokens must fit one batch.
+        let many = Request {
+            slots: 256,
+            ..Request::default()
+        };
+        assert_eq!(p.batch_candidates(&many, 512), vec![4352]);
+        let bad = Request {
+            batch: Some(1024),
+            ..many
+        };
+        assert!(matches!(
+            p.plan(&bad, &PlanningSimulator),
+            Err(PlanError::BadRequest(_))
+        ));
+    }
+
+    /// The exact simulator agrees that `-b` at or above `-ub` changes no
+    /// memory, and that below it `-b` is the micro-batch.
+    #[test]
+    fn batch_changes_compute_only_below_the_ubatch() {
+        use crate::solver::exact::LlamaCppSimulator;
+        let m = shipped("llama-3.1-8b-q8_0.toml");
+        let (hw, _) = crate::hardware::presets::load_file_or_preset("laptop-rtx4060").unwrap();
+        let run = |b: &str, ub: &str| {
+            let a: Vec<String> = [
+                "-c", "8192", "-np", "1", "-b", b, "-ub", ub, "-ngl", "99", "-fa", "on", "-fit",
+                "off",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let r = LlamaCppSimulator::default().simulate(&m, &hw, &a).unwrap();
+            (r.devices[0].compute_bytes, r.host.compute_bytes)
+        };
+        let base = run("2048", "512");
+        assert_eq!(run("512", "512"), base);
+        assert_eq!(run("4096", "512"), base);
+        let small = run("256", "512");
+        assert_eq!(small, run("256", "256"));
+        assert!(small.0 < base.0, "{small:?} vs {base:?}");
+    }
+
+    /// gpt-oss-120b on the 4090 + 5070 Ti preset at 64k: the 4090 last in
+    /// `-dev` (holding the output layer and the last blocks) decodes as fast
+    /// and prefills almost twice as fast as the hardware order, and the
+    /// exact simulator places the reordered flags as planned.
+    #[test]
+    fn a_reordered_dev_list_wins_and_is_reproduced() {
+        use crate::solver::exact::LlamaCppSimulator;
+        let m = shipped("gpt-oss-120b-mxfp4.toml");
+        let (hw, _) = crate::hardware::presets::load_file_or_preset("rtx4090-rtx5070ti").unwrap();
+        let p = Planner::new(&m, &hw, None).unwrap();
+        let req = Request {
+            ctx: CtxRequest::Fixed(65536),
+            ..Request::default()
+        };
+        let sim = LlamaCppSimulator::default();
+        let re = p.plan(&req, &sim).unwrap();
+        let fixed = p
+            .plan(
+                &Request {
+                    reorder: false,
+                    ..req.clone()
+                },
+                &sim,
+            )
+            .unwrap();
+        let a = re.argv.join(" ");
+        assert!(a.contains("-dev CUDA1,CUDA0"), "{a}");
+        assert!(!fixed.argv.join(" ").contains("-dev"));
+        assert_eq!(re.report.layer_dev, re.plan.layout.layer_dev);
+        assert_eq!(re.report.ffn_host, re.plan.layout.ffn_host);
+        // The output layer on CUDA0, the first blocks on CUDA1.
+        assert_eq!(re.plan.layout.layer_dev.last(), Some(&Some(0)));
+        assert_eq!(re.plan.layout.layer_dev[0], Some(1));
+        assert!(re.prediction.decode_tps >= 0.99 * fixed.prediction.decode_tps);
+        assert!(
+            re.prediction.prefill_tps > 1.5 * fixed.prediction.prefill_tps,
+            "{} vs {}",
+            re.prediction.prefill_tps,
+            fixed.prediction.prefill_tps
+        );
     }
 
     #[test]

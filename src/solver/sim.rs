@@ -387,6 +387,7 @@ mod tests {
                 ctx: cfg,
                 device_names: vec!["CUDA0".into(), "CUDA1".into(), "CUDA2".into()],
                 movable: Some(crate::solver::costs::Movable::Experts),
+                draft: None,
             };
             let args = argv(&plan);
             let r = PlanningSimulator.simulate(&m, &hw3(), &args).unwrap();

@@ -46,7 +46,8 @@ fn deployment() -> Deployment {
     let argv = "-c 131072 -np 1 -kvu -fit off -ngl 99 -fa on -ctk q8_0 -ctv q8_0 -b 2048 -ub 512 \
                 -ot blk\\.([0-9]|1[0-4])\\.=CUDA0 -ot blk\\.(1[5-9]|2[0-1])\\.=CUDA1,exps=CPU \
                 -ts 3,1 -sm layer -dev CUDA0,CUDA1 -mg 0 --swa-full -lm none -nr --no-host \
-                --no-op-offload -nkvo -ncmoe 2";
+                --no-op-offload -nkvo -ncmoe 2 -md /models/draft.gguf --spec-type draft-simple \
+                --spec-draft-n-max 3 -ngld all -devd CUDA0 -ctkd q8_0 -ctvd q8_0";
     // The model path needs quoting in every shell-like format.
     Deployment::new(
         "qwen3-coder-q5",

@@ -100,6 +100,9 @@ fn mem_matches_every_oracle_fixture() {
     // Fixtures whose GGUF no longer matches the shipped profile (a
     // regenerated spec): not compared, and the test fails (re-profile).
     let mut mismatched: Vec<String> = Vec::new();
+    // -sm tensor fixtures (real loads): how many, and on how many every
+    // device's compute buffer is exact
+    let (mut sm_n, mut sm_compute_exact) = (0usize, 0usize);
     // (device kind, max |error| %)
     let mut worst: BTreeMap<String, f64> = BTreeMap::new();
 
@@ -208,14 +211,34 @@ fn mem_matches_every_oracle_fixture() {
                 ));
             }
         }
+        if fx
+            .args
+            .windows(2)
+            .any(|w| w[0] == "-sm" && w[1] == "tensor")
+        {
+            sm_n += 1;
+            let exact = sim.devices.iter().all(|d| {
+                expect.get(&d.name).copied().unwrap_or_default().compute == d.compute_bytes
+            });
+            sm_compute_exact += usize::from(exact);
+        }
         weights_ok += usize::from(w_ok);
         kv_ok += usize::from(k_ok);
         compute_ok += usize::from(c_ok);
 
+        // -sm tensor: b11434 logs its Meta device as `Meta()` (the name is
+        // built from a moved-from vector); ggplan names the simple devices.
         let layers: Vec<(u32, &str)> = sim
             .layers
             .iter()
-            .map(|l| (l.index, l.device.as_str()))
+            .map(|l| {
+                let d = if l.device.starts_with("Meta(") {
+                    "Meta()"
+                } else {
+                    l.device.as_str()
+                };
+                (l.index, d)
+            })
             .collect();
         let expect_layers: Vec<(u32, &str)> = fx
             .layers
@@ -265,6 +288,7 @@ fn mem_matches_every_oracle_fixture() {
         "| layer → device map exact | {layers_ok} | {:.1} |",
         pct(layers_ok)
     );
+    eprintln!("-sm tensor fixtures: {sm_n}, compute exact on every device in {sm_compute_exact}");
     for (k, w) in &worst {
         eprintln!("worst compute error on {k}: {w:.1} %");
     }

@@ -139,6 +139,9 @@ fn every_fixture_is_complete_and_self_consistent() {
 
         // devices: the RPC servers attached, in order, all loopback (-sm none keeps only -mg)
         let sm_none = flag(&fx.args, &["-sm", "--split-mode"]) == Some("none");
+        // -sm tensor: one Meta device over every RPC device (logged `Meta()`);
+        // each RPC device's buffers are its slices (recorded from a real load)
+        let sm_tensor = flag(&fx.args, &["-sm", "--split-mode"]) == Some("tensor");
         if sm_none && !fx.rpc.is_empty() {
             let mg = flag(&fx.args, &["-mg", "--main-gpu"]).unwrap_or("0");
             assert_eq!(fx.devices.len(), 1, "{p}");
@@ -183,7 +186,9 @@ fn every_fixture_is_complete_and_self_consistent() {
         assert_eq!(idx, (0..=fx.n_layer).collect::<Vec<_>>(), "{p}");
         for l in &fx.layers {
             assert!(
-                l.device == "CPU" || dev_names.contains(l.device.as_str()),
+                l.device == "CPU"
+                    || dev_names.contains(l.device.as_str())
+                    || (sm_tensor && l.device == "Meta()"),
                 "{p}: layer {} on {}",
                 l.index,
                 l.device
@@ -203,7 +208,7 @@ fn every_fixture_is_complete_and_self_consistent() {
             fx.buffers.iter().find(|b| b.buft == d.buft)
         };
         for d in &fx.devices {
-            if used.contains(d.name.as_str()) {
+            if used.contains(d.name.as_str()) || (sm_tensor && used.contains("Meta()")) {
                 assert!(
                     buf_of(&d.name).is_some_and(|b| b.model > 0),
                     "{p}: {} holds layers but no model bytes",
@@ -223,7 +228,7 @@ fn every_fixture_is_complete_and_self_consistent() {
             assert_eq!(dev, want, "{p}: KV of layer {il}");
             ctx_devs.insert(dev.as_str());
         }
-        for d in &fx.devices {
+        for d in fx.devices.iter().filter(|_| !sm_tensor) {
             let ctx = buf_of(&d.name).map_or(0, |b| b.context);
             assert_eq!(
                 ctx > 0,
@@ -322,6 +327,16 @@ fn every_fixture_is_complete_and_self_consistent() {
                     .all(|l| l.device == want || l.device == "CPU"),
                 "{p}"
             );
+        }
+        if sm_tensor && !ctx_devs.is_empty() && !nkvo {
+            // the KV heads are split: some device holds KV (not necessarily all:
+            // gpt-oss-tiny with -ts 3,2,1 gives RPC1 no KV head)
+            let kv: u64 = fx
+                .devices
+                .iter()
+                .map(|d| buf_of(&d.name).map_or(0, |b| b.context))
+                .sum();
+            assert!(kv > 0, "{p}: no KV on the Meta device's simple devices");
         }
         // -ts a,b,...: layers are handed out in device order (contiguous blocks)
         let order: Vec<&str> = fx

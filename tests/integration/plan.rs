@@ -309,3 +309,59 @@ fn simulator_feedback_converges_on_a_tesla_p4_at_long_contexts() {
         assert!(v["rounds"].as_u64().unwrap() >= 2, "{ctx}: {v}");
     }
 }
+
+/// `--draft` end to end: Llama-3.1-8B with the shipped Llama-3.2-1B draft
+/// profile on the laptop preset. The JSON reports the draft and the
+/// effective speed, the argv carries the draft flags, and a draft whose
+/// vocabulary llama-server would refuse is bad input (exit 2).
+#[test]
+fn draft_plan_reports_the_draft_and_emits_its_flags() {
+    let out = ggplan()
+        .args([
+            "plan",
+            "models/llama-3.1-8b-q8_0.toml",
+            "--hw",
+            "laptop-rtx4060",
+            "--ctx",
+            "32768",
+            "--draft",
+            "models/llama-3.2-1b-q8_0.toml",
+            "--draft-path",
+            "/models/llama-3.2-1b-q8_0.gguf",
+            "--json",
+        ])
+        .assert()
+        .success();
+    let v = json(&out);
+    assert_eq!(v["draft"]["device"], "CUDA0");
+    assert_eq!(v["draft"]["n_max"], 3);
+    assert_eq!(v["batch"], 2048);
+    let eff = v["draft"]["effective_decode_tps"].as_f64().unwrap();
+    let target = v["draft"]["target_decode_tps"].as_f64().unwrap();
+    assert_eq!(v["predicted"]["decode_tps"].as_f64().unwrap(), eff);
+    assert!(eff > 1.5 * target, "{eff} vs {target}");
+    let argv: Vec<&str> = v["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let a = argv.join(" ");
+    assert!(
+        a.contains("-md /models/llama-3.2-1b-q8_0.gguf --spec-type draft-simple --spec-draft-n-max 3 -ngld all -devd CUDA0"),
+        "{a}"
+    );
+    // Gemma's 262144-token vocabulary against Llama's 128256.
+    ggplan()
+        .args([
+            "plan",
+            "models/llama-3.1-8b-q8_0.toml",
+            "--hw",
+            "laptop-rtx4060",
+            "--draft",
+            "models/gemma-3-270m-Q4_K_M.toml",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("vocabulary"));
+}
