@@ -1,7 +1,7 @@
 //! `ggplan mem` speed goals (issue #5): one simulation of a 48-layer MoE on
 //! 3 devices ≤ 1 ms in-process; a whole `ggplan mem` process ≤ 30 ms.
 //!
-//! `cargo bench --bench mem`
+//! `cargo bench --bench mem` (numbers in the README's `ggplan mem` section).
 
 use std::path::Path;
 use std::process::Command;

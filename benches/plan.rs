@@ -3,6 +3,10 @@
 //! combinations ≤ 1 s. The model is the shipped Qwen3-Coder-Next Q5_K_M
 //! profile (and its synthetic look-alike, `solver::synthetic`), the machine
 //! the domain brief's RTX 4090 + RTX 5070 Ti workstation.
+//!
+//! `cargo bench --bench plan`; `sweep_1000_one_thread` is the sweep's CPU
+//! time, `exact_check_qwen3_coder_next` the price of one feedback check.
+//! Numbers (and how they moved) in the README, Planning → Performance.
 
 use ggplan::gguf::GgmlType;
 use ggplan::hardware::{presets, Hardware};
