@@ -18,6 +18,14 @@ pub(super) struct Builder<'a> {
     pub(super) pending_gather: Option<Id>,
     /// The s_copy input of hybrid/recurrent models (llm_graph_input_rs).
     pub(super) rs_copy: Option<Id>,
+    /// The graph builders' own backend pins
+    /// (`ggml_backend_sched_set_tensor_backend`) are still in force when the
+    /// graph is split. They are for the generation graph and the FA probe
+    /// (`graph_reserve(.., split_only)` → `ggml_backend_sched_split_graph`),
+    /// not for the dry run's prompt graph: `ggml_backend_sched_reserve_size`
+    /// starts with `ggml_backend_sched_reset`, which clears every pin the
+    /// builder made (hv_tensor_backend_ids = -1).
+    pub(super) user_pins: bool,
     pub(super) nodes: Vec<Node>,
 }
 
@@ -67,6 +75,18 @@ impl<'a> Builder<'a> {
         let mut srcs = vec![src];
         srcs.extend_from_slice(others);
         self.push(Self::node(Op::Inplace, size, &srcs))
+    }
+
+    /// build_attn_mha, non-FA path: with `-nkvo` the merged attention
+    /// output (`ggml_cont_2d` of kqv) is pinned to the CPU backend
+    /// ("all nodes between the KV store and the attention output are run on
+    /// the CPU"). The pin only stops the GPU expansion there: kq / softmax /
+    /// kqv still follow their neighbours, so a layer gains a CPU split for
+    /// the cont and a GPU split after it (when pins are in force).
+    fn pin_kqv_out(&mut self, c: Id) {
+        if self.flags.no_kv_offload && self.user_pins {
+            self.nodes[c].forced = Some(self.cpu);
+        }
     }
 
     fn other(&mut self, size: u64, srcs: &[Id]) -> Id {
@@ -483,19 +503,18 @@ impl<'a> Builder<'a> {
                     let mut kq = Self::node(Op::Other, 4 * cells * cur_t * h, &deps);
                     kq.cache = Some((kvb, k_view_bytes));
                     let kq = self.push(kq);
-                    let sm = self.inplace(kq, &[mask]);
+                    // ggml_soft_max_add_sinks: gpt-oss's attn_sinks weight
+                    // is a source of the softmax, so the scheduler puts it
+                    // on the sinks' backend (backend_id_from_cur, 1.wgt).
+                    let mut sm = Self::node(Op::Inplace, 4 * cells * cur_t * h, &[kq, mask]);
+                    sm.weight = self.lw(il, "attn_sinks.weight");
+                    let sm = self.push(sm);
                     let mut kqv = Self::node(Op::Other, 4 * dv_e * h * cur_t, &[sm]);
                     kqv.cache = Some((kvb, v_view_bytes));
                     let kqv = self.push(kqv);
                     let pv = self.view(kqv);
                     let c = self.other(4 * dv_e * h * cur_t, &[pv]);
-                    // build_attn_mha pins the merged output to the CPU with
-                    // -nkvo (ggml_backend_sched_set_tensor_backend), but the
-                    // oracle shows kq/kqv/cont on the layer's device in the
-                    // reserve graphs (the assignment is reset by
-                    // ggml_backend_sched_reset before the split): modelled as
-                    // not pinned; the host KV views become split inputs.
-                    let _ = (kq, sm, kqv);
+                    self.pin_kqv_out(c);
                     c
                 };
                 let attn_out = match vrot {
@@ -815,7 +834,9 @@ impl<'a> Builder<'a> {
             dec.batch = t;
             let dec = self.push(dec);
             let decv = self.view(dec);
-            self.other(4 * v_head * h * t, &[decv])
+            let c = self.other(4 * v_head * h * t, &[decv]);
+            self.pin_kqv_out(c);
+            c
         };
         self.view(merged)
     }

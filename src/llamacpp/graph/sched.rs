@@ -37,6 +37,8 @@ pub(super) fn simulate(
         lookup,
         pending_gather: None,
         rs_copy: None,
+        // Only the allocating (prompt) pass runs after a sched reset.
+        user_pins: !alloc,
         nodes: Vec::new(),
     };
     b.build(t, o);
