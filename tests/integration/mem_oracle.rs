@@ -287,12 +287,9 @@ fn mem_matches_every_oracle_fixture() {
         "graph splits exact on {:.1} % < 80 %",
         pct(splits_ok)
     );
-    // The issue asks for every fixture within 5 %. Not met yet: the outliers
-    // printed above are, by cause, (1) -nkvo with hybrid models (nemotron-h:
-    // the host-side Mamba2 state gathers and scans; qwen3next /
-    // qwen3-coder-next: Gated DeltaNet), (2) MLA attention with -nkvo
-    // (deepseek2, glm-4.7-flash: modelled as plain attention over the latent
-    // cache; also their -fa off tg split counts, like gpt-oss').
+    // The issue asks for every fixture within 5 %. Not met yet: the
+    // outliers printed above are nemotron-3-nano with -nkvo (see the
+    // history below for what was fixed).
     // This floor only guards against regressions; raise it as causes are fixed.
     // History: 92.5 % on the first 805 fixtures; 89.8 % with the 105 added
     // later (qwen3next, nemotron-h, -nkvo on 2–3 devices); 90.7 % with the
@@ -318,8 +315,19 @@ fn mem_matches_every_oracle_fixture() {
     // (fixes the CPU-experts fixtures, −25 % before; allocator trace);
     // 99.3 % with build_rs's in-place clear of a cache state view placed
     // before each recurrent state gather (the gather then expands onto the
-    // cache's device after experts moved to another one, nemotron-h-moe).
-    const COMPUTE_FLOOR_PCT: f64 = 99.3;
+    // cache's device after experts moved to another one, nemotron-h-moe);
+    // 99.8 % with -nkvo modelled as llama.cpp runs it: MLA's V view of the
+    // latent cache as a second split input (ggml_flash_attn_ext(q, k, v)),
+    // build_rs's ssm_scan reading the whole host state cache with shared
+    // s_copy_main / s_copy_tail views and the extra-state gather taking its
+    // own copy, the strided last_conv / final-state views sized by their
+    // ggml_nbytes, and ggml_dyn_tallocr_free_bytes's zero-size free (an
+    // empty block that keeps two neighbours from merging), all checked
+    // against allocator traces (nemotron-3-nano -nkvo -fa off: -15 % → 0).
+    // Graph splits: the non-FA -nkvo attention output pinned to the CPU
+    // (build_attn_mha) counts in the tg graph only (the dry run's pp reserve
+    // starts with ggml_backend_sched_reset): 910/910 exact.
+    const COMPUTE_FLOOR_PCT: f64 = 99.7;
     assert!(
         pct(compute_ok) >= COMPUTE_FLOOR_PCT,
         "compute within 5 % on {:.1} % of fixtures, below the {COMPUTE_FLOOR_PCT} % floor",

@@ -18,6 +18,8 @@ pub(super) struct Builder<'a> {
     pub(super) pending_gather: Option<Id>,
     /// The s_copy input of hybrid/recurrent models (llm_graph_input_rs).
     pub(super) rs_copy: Option<Id>,
+    /// s_copy_main / s_copy_tail views of rs_copy (shared by all layers).
+    pub(super) rs_views: Option<(Id, Id)>,
     /// The graph builders' own backend pins
     /// (`ggml_backend_sched_set_tensor_backend`) are still in force when the
     /// graph is split. They are for the generation graph and the FA probe
@@ -57,6 +59,12 @@ impl<'a> Builder<'a> {
 
     fn view(&mut self, src: Id) -> Id {
         let size = self.nodes[src].size;
+        self.push(Self::node(Op::View, size, &[src]))
+    }
+
+    /// A view with its own ggml_nbytes (what a split-input copy of it
+    /// allocates: ggml_dup_tensor_layout keeps the view's strides).
+    fn view_sized(&mut self, src: Id, size: u64) -> Id {
         self.push(Self::node(Op::View, size, &[src]))
     }
 
@@ -799,10 +807,21 @@ impl<'a> Builder<'a> {
         let kstore = self.push(ks);
         let kt = self.flags.cache_type_k;
         let k_view = kt.row_size(k_width).unwrap_or(0) * cells * ns;
+        // V is the first kv_lora columns of the same latent rows
+        // (ggml_view_4d of the K view, llama_kv_cache::get_v with MLA): its
+        // ggml_nbytes ends after the last row's kv_lora part, and the
+        // scheduler's split-input copy keeps that layout
+        // (ggml_dup_tensor_layout).
+        let v_view = k_view
+            .saturating_sub(kt.row_size(k_width).unwrap_or(0))
+            .saturating_add(kt.row_size(kv_lora).unwrap_or(0));
         let wvb = self.lw(il, "attn_v_b.weight");
         let merged = if self.ctx.flash_attn {
             let mut fa = Self::node(Op::Other, 4 * kv_lora * h * t, &[qcur, mask, kstore]);
             fa.cache = Some((kvb, k_view));
+            // ggml_flash_attn_ext(q, k, v): the V view is a second split
+            // input when the cache lives elsewhere (-nkvo).
+            fa.cache_v = v_view;
             if kt != GgmlType::F16 {
                 fa.cuda_extra = pad(2 * cells * ns * k_width, 128);
             }
@@ -826,7 +845,7 @@ impl<'a> Builder<'a> {
                 kt.row_size(kv_lora).unwrap_or(0) * cells * ns,
                 &[kstore],
             );
-            vt.cache = Some((kvb, k_view));
+            vt.cache = Some((kvb, v_view));
             let vt = self.push(vt);
             let kqv = self.other(4 * kv_lora * t * h, &[vt, sm]);
             let mut dec = Self::node(Op::MulMat, 4 * v_head * t * h, &[kqv]);
@@ -880,11 +899,7 @@ impl<'a> Builder<'a> {
         let kvb = self.kv_backend(il);
         let n_embd_r = self.model.hparams.n_embd_r;
         let n_embd_s = self.model.hparams.n_embd_s;
-        self.rs_zero(il);
-        let rg = self.other(4 * n_embd_r * g.n_seqs, &[rs_copy]);
-        let mut st = Self::node(Op::Store, 0, &[rg]);
-        st.forced = Some(kvb);
-        self.push(st);
+        let rg = self.rs_gather(il, 4 * n_embd_r * g.n_seqs, rs_copy);
         let wqkv = self.lw(il, "attn_qkv.weight");
         let qkv = self.matmul(wqkv, g.conv_ch, t, x);
         let rv = self.view(rg);
@@ -894,11 +909,7 @@ impl<'a> Builder<'a> {
         let mut st = Self::node(Op::Store, 0, &[last]);
         st.forced = Some(kvb);
         self.push(st);
-        self.rs_zero(il);
-        let sg = self.other(4 * n_embd_s * g.n_seqs, &[rs_copy]);
-        let mut st = Self::node(Op::Store, 0, &[sg]);
-        st.forced = Some(kvb);
-        self.push(st);
+        let sg = self.rs_gather(il, 4 * n_embd_s * g.n_seqs, rs_copy);
         let mut conv = Self::node(Op::Other, 4 * g.conv_ch * t, &[concat]);
         conv.weight = self.lw(il, "ssm_conv1d.weight");
         let conv = self.push(conv);
@@ -964,6 +975,20 @@ impl<'a> Builder<'a> {
         self.view(out)
     }
 
+    /// llm_graph_input_rs's s_copy_main (the first n_seqs ids) and
+    /// s_copy_tail (the rest: none in a reserve ubatch) views of s_copy:
+    /// made once (build_rs_inp_impl), so every layer shares one split-input
+    /// copy of each per backend.
+    fn rs_copy_views(&mut self, rs_copy: Id, n_seqs: u64) -> (Id, Id) {
+        if let Some(v) = self.rs_views {
+            return v;
+        }
+        let main = self.view_sized(rs_copy, 4 * n_seqs);
+        let tail = self.view_sized(rs_copy, 0);
+        self.rs_views = Some((main, tail));
+        (main, tail)
+    }
+
     /// Mamba2 dimensions from the layer's tensors (ssm_conv1d [d_conv,
     /// conv_ch], ssm_norm [d_inner/ng, ng], ssm_a [1, n_head]).
     fn mamba2_dims(&self, il: usize) -> Option<Mamba2> {
@@ -1011,6 +1036,20 @@ impl<'a> Builder<'a> {
         self.push(z);
     }
 
+    /// `build_rs` without a custom getter (llama-graph.cpp): the in-place
+    /// clear of one state, then the sequences' states gathered by s_copy
+    /// (`ggml_get_rows`, `bytes` = state size × n_seqs) and the extra states
+    /// copied back into the cache (a copy on the cache's backend). Shared by
+    /// the Mamba2, short-conv and Gated DeltaNet state reads.
+    fn rs_gather(&mut self, il: usize, bytes: u64, rs_copy: Id) -> Id {
+        self.rs_zero(il);
+        let g = self.other(bytes, &[rs_copy]);
+        let mut st = Self::node(Op::Store, 0, &[g]);
+        st.forced = Some(self.kv_backend(il));
+        self.push(st);
+        g
+    }
+
     fn gather_next_recurrent(&mut self, il: usize, rs_copy: Id) {
         let n_main = self
             .model
@@ -1036,14 +1075,8 @@ impl<'a> Builder<'a> {
     /// `build_rs` of a short-conv layer: the conv states (n_embd_r per
     /// sequence) gathered by s_copy, on the cache's backend.
     fn shortconv_gather(&mut self, il: usize, rs_copy: Id) -> Id {
-        self.rs_zero(il);
         let ns = self.ctx.n_seq_max.max(1);
-        let g = self.other(4 * self.model.hparams.n_embd_r * ns, &[rs_copy]);
-        let kvb = self.kv_backend(il);
-        let mut st = Self::node(Op::Store, 0, &[g]);
-        st.forced = Some(kvb);
-        self.push(st);
-        g
+        self.rs_gather(il, 4 * self.model.hparams.n_embd_r * ns, rs_copy)
     }
 
     /// `build_shortconv_block` (src/models/lfm2.cpp): in_proj into b, c, x
@@ -1080,16 +1113,10 @@ impl<'a> Builder<'a> {
     }
 
     fn mamba2_gather(&mut self, il: usize, m: Mamba2, rs_copy: Id) -> Id {
-        self.rs_zero(il);
-        let g = self.other(4 * (m.d_conv - 1) * m.conv_ch * m.n_seqs, &[rs_copy]);
-        let kvb = self.kv_backend(il);
-        let mut st = Self::node(Op::Store, 0, &[g]);
-        st.forced = Some(kvb);
-        self.push(st);
-        g
+        self.rs_gather(il, 4 * (m.d_conv - 1) * m.conv_ch * m.n_seqs, rs_copy)
     }
 
-    /// `build_mamba2_layer` (src/models/graph-context-mamba.cpp): in_proj,
+    /// `build_mamba2_layer` (src/models/mamba-base.cpp): in_proj,
     /// conv window concat, ssm_conv + bias + silu, dt + bias, ssm_scan
     /// (y and final states), D skip, gated group norm, out_proj.
     fn mamba2_mixer(&mut self, il: usize, m: Mamba2, r_rows: Id, rs_copy: Id, x: Id, t: u64) -> Id {
@@ -1104,10 +1131,21 @@ impl<'a> Builder<'a> {
             4 * ((m.d_conv - 1) * m.n_seqs + t) * m.conv_ch,
             &[rv, xbc_v],
         );
-        let last = self.view(concat);
+        // last_conv = ggml_view_3d(conv_x, d_conv - 1, conv_ch, n_seqs,
+        // nb1, nb2, ..): a strided view whose ggml_nbytes spans all but the
+        // tail of the window (what a split-input copy of it allocates).
+        let seq_tokens = t / m.n_seqs.max(1);
+        let nb1 = 4 * (m.d_conv - 1 + seq_tokens);
+        let last = self.view_sized(
+            concat,
+            4 * (m.d_conv - 1) + (m.conv_ch - 1) * nb1 + (m.n_seqs - 1) * nb1 * m.conv_ch,
+        );
         let mut st = Self::node(Op::Store, 0, &[last]);
         st.forced = Some(kvb);
         self.push(st);
+        // build_rs of the SSM states: its in-place clear of one state is
+        // expanded here, before the scan's inputs (ssm_conv …) are visited.
+        self.rs_zero(il);
         let mut conv = Self::node(Op::Other, 4 * m.conv_ch * t, &[concat]);
         conv.weight = self.lw(il, "ssm_conv1d.weight");
         let conv = self.push(conv);
@@ -1125,15 +1163,33 @@ impl<'a> Builder<'a> {
         let xs = self.view(silu);
         let bs = self.view(silu);
         let cs = self.view(silu);
+        // build_rs with get_ssm_rows (src/models/mamba-base.cpp,
+        // llm_graph_context::build_rs): ssm_scan reads the whole state cache
+        // (reshape_4d, one state per slot) with the s_copy_main view as ids;
+        // then the extra states (n_rs - n_seqs rows: none in a reserve
+        // ubatch) are gathered with the s_copy_tail view and copied back.
+        // With -nkvo the cache is on the host: the scan and that gather each
+        // take their own split-input copy of the states (source order:
+        // states, then ids).
+        let states = 4 * m.d_state * m.d_inner * m.n_seqs;
+        let (ids, tail) = self.rs_copy_views(rs_copy, m.n_seqs);
         let mut scan = Self::node(
             Op::Other,
             4 * (m.d_inner * t + m.d_state * m.d_inner * m.n_seqs),
-            &[xs, dtb, bs, cs, rs_copy],
+            &[xs, dtb, bs, cs, ids],
         );
         scan.weight = self.lw(il, "ssm_a");
-        scan.cache = Some((kvb, 4 * m.d_state * m.d_inner * m.n_seqs));
+        scan.cache = Some((kvb, states));
         let scan = self.push(scan);
-        let sv = self.view(scan);
+        let mut extra = Self::node(Op::Other, 0, &[tail]);
+        extra.cache = Some((kvb, states));
+        let extra = self.push(extra);
+        let ev = self.view_sized(extra, 0);
+        let mut st = Self::node(Op::Store, 0, &[ev]);
+        st.forced = Some(kvb);
+        self.push(st);
+        // The final states: view_3d(y_ssm, D, n_seqs, 1) after the y part.
+        let sv = self.view_sized(scan, states);
         let mut st = Self::node(Op::Store, 0, &[sv]);
         st.forced = Some(kvb);
         self.push(st);
