@@ -481,10 +481,12 @@ impl<'a> Builder<'a> {
                         * cells
                         * ns
                 };
-                let mut deps = vec![q, mask, k_store];
-                if let Some(vs) = v_store {
-                    deps.push(vs);
-                }
+                // The cache stores are not sources: the attention reads
+                // the K/V views of the cache (`cache` / `cache_v`), so a
+                // store on another backend is no split input (not even a
+                // zero-size one, which ggml-alloc would not see).
+                let _ = (k_store, v_store);
+                let deps = [q, mask];
                 let attn_out = if fa {
                     let mut n = Self::node(Op::Other, 4 * dv_e * h * cur_t, &deps);
                     // ggml_flash_attn_ext(q, k, v, mask): the K and V
@@ -659,9 +661,34 @@ impl<'a> Builder<'a> {
             let wr = self.lw(il, "ffn_gate_inp.weight");
             let logits = self.matmul(wr, ne, t, x);
             let probs = self.inplace(logits, &[]);
-            let argsort = self.other(4 * ne * t, &[probs]);
+            // exp_probs_b: the selection scores are ggml_add(probs, bias),
+            // a new tensor (probs is still read by the weights' get_rows).
+            let selection = match self.lw(il, "exp_probs_b.bias") {
+                Some(b) => {
+                    let mut n = Self::node(Op::Inplace, 4 * ne * t, &[probs]);
+                    n.weight = Some(b);
+                    self.push(n)
+                }
+                None => probs,
+            };
+            let argsort = self.other(4 * ne * t, &[selection]);
             let sel = self.view(argsort);
-            let wts = self.other(4 * nu * t, &[probs, sel]);
+            let mut wts = self.other(4 * nu * t, &[probs, sel]);
+            let (norm_w, scale_w) = self.moe_weight_ops();
+            if norm_w {
+                // sum_rows of the reshaped weights, clamp (in place), div:
+                // the div's parents are a view and the [1, T] sum, so it
+                // allocates; the result is reshaped back (a view).
+                let wv = self.view(wts);
+                let sum = self.other(4 * t, &[wv]);
+                let clamp = self.inplace(sum, &[]);
+                let div = self.push(Self::node(Op::Inplace, 4 * nu * t, &[wv, clamp]));
+                wts = self.view(div);
+            }
+            if scale_w {
+                // ggml_scale: in place unless its input is that reshape.
+                wts = self.push(Self::node(Op::Inplace, 4 * nu * t, &[wts]));
+            }
             let (up, gate) = if let Some(wgu) = self.lw(il, "ffn_gate_up_exps.weight") {
                 let gu = self.mul_mat_id(Some(wgu), 2 * nff, nu, t, x, sel);
                 (gu, None)
@@ -727,6 +754,29 @@ impl<'a> Builder<'a> {
             x,
             t,
         ))
+    }
+
+    /// build_moe_ffn's `norm_w` and `w_scale` as each arch's builder passes
+    /// them (src/models/*.cpp): qwen3moe / qwen3next / qwen35moe and llama
+    /// (Mixtral) normalise unconditionally, qwen2moe and gpt-oss never, the
+    /// rest (deepseek2, glm4moe, nemotron_h_moe …) follow
+    /// `<arch>.expert_weights_norm`; the weights are scaled when
+    /// `<arch>.expert_weights_scale` is neither 0 nor 1 (llama passes 0).
+    fn moe_weight_ops(&self) -> (bool, bool) {
+        let p = &self.model.profile;
+        let norm = match p.arch.as_str() {
+            "qwen3moe" | "qwen3next" | "qwen35moe" | "qwen3vlmoe" | "llama" => true,
+            "qwen2moe" | "gpt-oss" => false,
+            _ => p
+                .arch_meta("expert_weights_norm")
+                .and_then(|v| v.as_u64())
+                .is_some_and(|v| v != 0),
+        };
+        let scale = p.arch != "llama"
+            && p.arch_meta("expert_weights_scale")
+                .and_then(|v| v.as_f64())
+                .is_some_and(|w| w != 0.0 && w != 1.0);
+        (norm, scale)
     }
 
     /// up, gate, glu (not in place), down.
@@ -817,7 +867,7 @@ impl<'a> Builder<'a> {
             .saturating_add(kt.row_size(kv_lora).unwrap_or(0));
         let wvb = self.lw(il, "attn_v_b.weight");
         let merged = if self.ctx.flash_attn {
-            let mut fa = Self::node(Op::Other, 4 * kv_lora * h * t, &[qcur, mask, kstore]);
+            let mut fa = Self::node(Op::Other, 4 * kv_lora * h * t, &[qcur, mask]);
             fa.cache = Some((kvb, k_view));
             // ggml_flash_attn_ext(q, k, v): the V view is a second split
             // input when the cache lives elsewhere (-nkvo).
@@ -834,7 +884,8 @@ impl<'a> Builder<'a> {
             let decv = self.view(dec);
             self.other(4 * v_head * h * t, &[decv])
         } else {
-            let mut kq = Self::node(Op::Other, 4 * cells * t * h, &[qcur, kstore]);
+            let _ = kstore;
+            let mut kq = Self::node(Op::Other, 4 * cells * t * h, &[qcur]);
             kq.cache = Some((kvb, k_view));
             let kq = self.push(kq);
             let sm = self.inplace(kq, &[mask]);
@@ -843,7 +894,7 @@ impl<'a> Builder<'a> {
             let mut vt = Self::node(
                 Op::Other,
                 kt.row_size(kv_lora).unwrap_or(0) * cells * ns,
-                &[kstore],
+                &[],
             );
             vt.cache = Some((kvb, v_view));
             let vt = self.push(vt);
