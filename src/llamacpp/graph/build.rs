@@ -1189,7 +1189,9 @@ impl<'a> Builder<'a> {
         let nb1 = 4 * (m.d_conv - 1 + seq_tokens);
         let last = self.view_sized(
             concat,
-            4 * (m.d_conv - 1) + (m.conv_ch - 1) * nb1 + (m.n_seqs - 1) * nb1 * m.conv_ch,
+            4 * (m.d_conv - 1)
+                + m.conv_ch.saturating_sub(1) * nb1
+                + m.n_seqs.saturating_sub(1) * nb1 * m.conv_ch,
         );
         let mut st = Self::node(Op::Store, 0, &[last]);
         st.forced = Some(kvb);
