@@ -37,6 +37,9 @@ pub(super) fn simulate(
         lookup,
         pending_gather: None,
         rs_copy: None,
+        rs_views: None,
+        // Only the allocating (prompt) pass runs after a sched reset.
+        user_pins: !alloc,
         nodes: Vec::new(),
     };
     b.build(t, o);
@@ -215,6 +218,7 @@ pub(super) fn simulate(
             splits_tg: n_splits,
             nodes_pp: n,
             fa_off_device,
+            flash_attn: input.ctx.flash_attn,
         };
     }
 
@@ -489,5 +493,6 @@ pub(super) fn simulate(
         splits_tg: n_splits,
         nodes_pp: n,
         fa_off_device,
+        flash_attn: input.ctx.flash_attn,
     }
 }
