@@ -300,6 +300,17 @@ fn simulate_one(
             &mut context,
         );
     }
+    // llama_context::resolve_fused_ops: report the flash-attention setting
+    // llama.cpp ends up using (the -fa auto probe may turn it off).
+    if ctx.flash_attn && !comp.flash_attn {
+        warnings.push(
+            "-fa auto: flash attention turned off (a FLASH_ATTN_EXT node would run on another device than its layer's, llama_context::resolve_fused_ops)".into(),
+        );
+    }
+    let ctx = CtxParams {
+        flash_attn: comp.flash_attn,
+        ..ctx
+    };
 
     // Compute buffer types: each model device's default buft; the CPU
     // backend uses the host buft of model.devices[0] if it has one

@@ -205,15 +205,14 @@ fn llamacpp_fit_agrees_with_llama_fit_params() {
 }
 
 /// Exact matches out of 160 (-c, -ngl, -ts, -ot, all four) that must hold.
-/// The 4 cases below the top are tight ones where one of fit's probes lands
+/// The 3 cases below the top are tight ones where one of fit's probes lands
 /// within the simulator's compute-buffer error of the target, so one more
 /// layer fits (the fitted configurations themselves simulate to llama.cpp's
-/// projected bytes exactly, except qwen3next's):
+/// projected bytes exactly):
 /// * lfm2-tiny rpc2/rpc3 tight: `-ngl 6 -ts 4,2` simulates RPC0 at 26.8 MB
 ///   under its 30.4 MB target; llama.cpp measured more (hybrid short-conv
 ///   layers: the simulator's compute buffer for recurrent layers is
 ///   approximated and warns so);
-/// * qwen3next-tiny rpc1 tight: same cause (gated delta-net layers);
 /// * qwen3moe-tiny rpc1 tight: `-ngl 8` simulates 705 KB (0.4 %) under the
 ///   target; llama.cpp's compute buffer for that probe is larger.
-const FLOORS_FIT: [usize; 5] = [160, 156, 158, 158, 156];
+const FLOORS_FIT: [usize; 5] = [160, 157, 158, 159, 157];

@@ -240,3 +240,44 @@ fn fit_resolves_an_unset_context_per_stream() {
     assert_eq!(v["context"]["n_ctx"], 131072);
     assert_eq!(v["fit"], serde_json::Value::Null);
 }
+
+/// `-fa auto` with `-nkvo`: llama.cpp's probe (llama_context::resolve_fused_ops)
+/// turns flash attention off for lfm2 ("layer 2 is assigned to device RPC0
+/// but Flash Attention is assigned to device CPU", b11434 dry run); the
+/// report must say what llama.cpp ends up using, not what was asked for.
+#[test]
+fn reported_flash_attn_is_the_resolved_setting() {
+    const LFM2: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/oracle/models/lfm2-tiny.toml"
+    );
+    let fa = |extra: &[&str]| {
+        let mut args = vec![
+            LFM2,
+            "--hardware",
+            "rtx4090-rtx5070ti",
+            "--json",
+            "--",
+            "-c",
+            "4096",
+            "-np",
+            "1",
+            "-ngl",
+            "99",
+            "-fit",
+            "off",
+        ];
+        args.extend_from_slice(extra);
+        let out = mem(&args).success();
+        let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+        let warned = v["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("flash attention turned off"));
+        (v["context"]["flash_attn"].as_bool().unwrap(), warned)
+    };
+    assert_eq!(fa(&["-nkvo"]), (false, true), "auto FA resolved off");
+    assert_eq!(fa(&["-nkvo", "-fa", "on"]), (true, false), "-fa on is kept");
+    assert_eq!(fa(&[]), (true, false), "KV offloaded: auto FA stays on");
+}

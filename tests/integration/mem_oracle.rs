@@ -95,6 +95,7 @@ fn mem_matches_every_oracle_fixture() {
     let mut models: HashMap<String, Model> = HashMap::new();
     let (mut n, mut weights_ok, mut kv_ok, mut compute_ok, mut splits_ok, mut layers_ok) =
         (0, 0, 0, 0, 0, 0);
+    let mut compute_exact = 0;
     let mut outliers: Vec<String> = Vec::new();
     let mut hard_failures: Vec<String> = Vec::new();
     // Fixtures whose GGUF no longer matches the shipped profile (a
@@ -171,6 +172,7 @@ fn mem_matches_every_oracle_fixture() {
         let mut w_ok = true;
         let mut k_ok = true;
         let mut c_ok = true;
+        let mut c_exact = true;
         for d in &sim.devices {
             let e = expect.get(&d.name).copied().unwrap_or_default();
             if e.model != d.model_bytes {
@@ -196,6 +198,7 @@ fn mem_matches_every_oracle_fixture() {
             } else {
                 (d.compute_bytes as f64 - e.compute as f64) / e.compute as f64 * 100.0
             };
+            c_exact &= e.compute == d.compute_bytes;
             let kind = if d.name == "CPU" { "CPU" } else { "RPC" };
             let w = worst.entry(kind.to_string()).or_default();
             *w = w.max(err.abs());
@@ -225,6 +228,7 @@ fn mem_matches_every_oracle_fixture() {
         weights_ok += usize::from(w_ok);
         kv_ok += usize::from(k_ok);
         compute_ok += usize::from(c_ok);
+        compute_exact += usize::from(c_exact);
 
         // -sm tensor: b11434 logs its Meta device as `Meta()` (the name is
         // built from a moved-from vector); ggplan names the simple devices.
@@ -281,6 +285,10 @@ fn mem_matches_every_oracle_fixture() {
         pct(compute_ok)
     );
     eprintln!(
+        "| compute per device exact to the byte | {compute_exact} | {:.1} |",
+        pct(compute_exact)
+    );
+    eprintln!(
         "| graph splits (pp and tg) exact | {splits_ok} | {:.1} |",
         pct(splits_ok)
     );
@@ -311,13 +319,8 @@ fn mem_matches_every_oracle_fixture() {
         "graph splits exact on {:.1} % < 80 %",
         pct(splits_ok)
     );
-    // The issue asks for every fixture within 5 %. Not met yet: the outliers
-    // printed above are, by cause, (1) -nkvo with hybrid models (nemotron-h:
-    // the host-side Mamba2 state gathers and scans; qwen3next /
-    // qwen3-coder-next: Gated DeltaNet), (2) MLA attention with -nkvo
-    // (deepseek2, glm-4.7-flash: modelled as plain attention over the latent
-    // cache; also their -fa off tg split counts, like gpt-oss').
-    // This floor only guards against regressions; raise it as causes are fixed.
+    // The issue asks for every fixture within 5 %: met since the -nkvo
+    // work below. This floor guards against regressions.
     // History: 92.5 % on the first 805 fixtures; 89.8 % with the 105 added
     // later (qwen3next, nemotron-h, -nkvo on 2–3 devices); 90.7 % with the
     // Mamba2 state gather placed after the previous MoE layer's expert sum
@@ -342,8 +345,24 @@ fn mem_matches_every_oracle_fixture() {
     // (fixes the CPU-experts fixtures, −25 % before; allocator trace);
     // 99.3 % with build_rs's in-place clear of a cache state view placed
     // before each recurrent state gather (the gather then expands onto the
-    // cache's device after experts moved to another one, nemotron-h-moe).
-    const COMPUTE_FLOOR_PCT: f64 = 99.3;
+    // cache's device after experts moved to another one, nemotron-h-moe);
+    // 99.8 % with -nkvo modelled as llama.cpp runs it: MLA's V view of the
+    // latent cache as a second split input (ggml_flash_attn_ext(q, k, v)),
+    // build_rs's ssm_scan reading the whole host state cache with shared
+    // s_copy_main / s_copy_tail views and the extra-state gather taking its
+    // own copy, the strided last_conv / final-state views sized by their
+    // ggml_nbytes, and ggml_dyn_tallocr_free_bytes's zero-size free (an
+    // empty block that keeps two neighbours from merging), all checked
+    // against allocator traces (nemotron-3-nano -nkvo -fa off: -15 % → 0);
+    // 100 % with build_moe_ffn's router tail as built (exp_probs_b
+    // selection scores, sum_rows / clamp / div weight norm, scale; per-arch
+    // norm_w) and the cache stores no longer sources of the attention node
+    // (their zero-size split-input copies became real empty free blocks),
+    // nemotron-3-nano -nkvo then exact to the byte.
+    // Graph splits: the non-FA -nkvo attention output pinned to the CPU
+    // (build_attn_mha) counts in the tg graph only (the dry run's pp reserve
+    // starts with ggml_backend_sched_reset): 910/910 exact.
+    const COMPUTE_FLOOR_PCT: f64 = 100.0;
     assert!(
         pct(compute_ok) >= COMPUTE_FLOOR_PCT,
         "compute within 5 % on {:.1} % of fixtures, below the {COMPUTE_FLOOR_PCT} % floor",

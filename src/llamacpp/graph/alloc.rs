@@ -56,10 +56,12 @@ impl DynAlloc {
     }
 
     pub(super) fn release(&mut self, off: u64, size: u64) {
+        // A zero-size free (a 0-element tensor, e.g. build_rs's gather of
+        // the extra states in a reserve ubatch) is not a no-op in
+        // ggml_dyn_tallocr_free_bytes: with no block ending or starting at
+        // its offset it inserts an empty block, which later stops two
+        // neighbours from merging (only index neighbours are merged).
         let size = pad(size, self.align);
-        if size == 0 {
-            return;
-        }
         for i in 0..self.free.len() {
             let (bo, bs) = self.free[i];
             if bo + bs == off {
@@ -84,7 +86,7 @@ impl DynAlloc {
         let pos = self
             .free
             .iter()
-            .position(|&(bo, _)| bo > off)
+            .position(|&(bo, _)| bo >= off)
             .unwrap_or(self.free.len());
         self.free.insert(pos, (off, size));
     }

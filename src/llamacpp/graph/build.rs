@@ -18,6 +18,16 @@ pub(super) struct Builder<'a> {
     pub(super) pending_gather: Option<Id>,
     /// The s_copy input of hybrid/recurrent models (llm_graph_input_rs).
     pub(super) rs_copy: Option<Id>,
+    /// s_copy_main / s_copy_tail views of rs_copy (shared by all layers).
+    pub(super) rs_views: Option<(Id, Id)>,
+    /// The graph builders' own backend pins
+    /// (`ggml_backend_sched_set_tensor_backend`) are still in force when the
+    /// graph is split. They are for the generation graph and the FA probe
+    /// (`graph_reserve(.., split_only)` → `ggml_backend_sched_split_graph`),
+    /// not for the dry run's prompt graph: `ggml_backend_sched_reserve_size`
+    /// starts with `ggml_backend_sched_reset`, which clears every pin the
+    /// builder made (hv_tensor_backend_ids = -1).
+    pub(super) user_pins: bool,
     pub(super) nodes: Vec<Node>,
 }
 
@@ -52,6 +62,12 @@ impl<'a> Builder<'a> {
         self.push(Self::node(Op::View, size, &[src]))
     }
 
+    /// A view with its own ggml_nbytes (what a split-input copy of it
+    /// allocates: ggml_dup_tensor_layout keeps the view's strides).
+    fn view_sized(&mut self, src: Id, size: u64) -> Id {
+        self.push(Self::node(Op::View, size, &[src]))
+    }
+
     /// llama_mul_mat_hadamard (src/llama-impl.h): mul_mat(rot, reshape_2d(x))
     /// allocates, and the result comes back through reshape_4d, a view. So a
     /// following in-place op (qwen3next's gated `ggml_mul(cur, gate)`)
@@ -68,6 +84,18 @@ impl<'a> Builder<'a> {
         srcs.push(src);
         srcs.extend_from_slice(others);
         self.push(Self::node(Op::Inplace, size, &srcs))
+    }
+
+    /// build_attn_mha, non-FA path: with `-nkvo` the merged attention
+    /// output (`ggml_cont_2d` of kqv) is pinned to the CPU backend
+    /// ("all nodes between the KV store and the attention output are run on
+    /// the CPU"). The pin only stops the GPU expansion there: kq / softmax /
+    /// kqv still follow their neighbours, so a layer gains a CPU split for
+    /// the cont and a GPU split after it (when pins are in force).
+    fn pin_kqv_out(&mut self, c: Id) {
+        if self.flags.no_kv_offload && self.user_pins {
+            self.nodes[c].forced = Some(self.cpu);
+        }
     }
 
     fn other(&mut self, size: u64, srcs: &[Id]) -> Id {
@@ -454,10 +482,12 @@ impl<'a> Builder<'a> {
                         * cells
                         * ns
                 };
-                let mut deps = vec![q, mask, k_store];
-                if let Some(vs) = v_store {
-                    deps.push(vs);
-                }
+                // The cache stores are not sources: the attention reads
+                // the K/V views of the cache (`cache` / `cache_v`), so a
+                // store on another backend is no split input (not even a
+                // zero-size one, which ggml-alloc would not see).
+                let _ = (k_store, v_store);
+                let deps = [q, mask];
                 let attn_out = if fa {
                     let mut n = Self::node(Op::Other, 4 * dv_e * h * cur_t, &deps);
                     // ggml_flash_attn_ext(q, k, v, mask): the K and V
@@ -484,19 +514,18 @@ impl<'a> Builder<'a> {
                     let mut kq = Self::node(Op::Other, 4 * cells * cur_t * h, &deps);
                     kq.cache = Some((kvb, k_view_bytes));
                     let kq = self.push(kq);
-                    let sm = self.inplace(kq, &[mask]);
+                    // ggml_soft_max_add_sinks: gpt-oss's attn_sinks weight
+                    // is a source of the softmax, so the scheduler puts it
+                    // on the sinks' backend (backend_id_from_cur, 1.wgt).
+                    let mut sm = Self::node(Op::Inplace, 4 * cells * cur_t * h, &[kq, mask]);
+                    sm.weight = self.lw(il, "attn_sinks.weight");
+                    let sm = self.push(sm);
                     let mut kqv = Self::node(Op::Other, 4 * dv_e * h * cur_t, &[sm]);
                     kqv.cache = Some((kvb, v_view_bytes));
                     let kqv = self.push(kqv);
                     let pv = self.view(kqv);
                     let c = self.other(4 * dv_e * h * cur_t, &[pv]);
-                    // build_attn_mha pins the merged output to the CPU with
-                    // -nkvo (ggml_backend_sched_set_tensor_backend), but the
-                    // oracle shows kq/kqv/cont on the layer's device in the
-                    // reserve graphs (the assignment is reset by
-                    // ggml_backend_sched_reset before the split): modelled as
-                    // not pinned; the host KV views become split inputs.
-                    let _ = (kq, sm, kqv);
+                    self.pin_kqv_out(c);
                     c
                 };
                 let attn_out = match vrot {
@@ -633,9 +662,34 @@ impl<'a> Builder<'a> {
             let wr = self.lw(il, "ffn_gate_inp.weight");
             let logits = self.matmul(wr, ne, t, x);
             let probs = self.inplace(logits, &[]);
-            let argsort = self.other(4 * ne * t, &[probs]);
+            // exp_probs_b: the selection scores are ggml_add(probs, bias),
+            // a new tensor (probs is still read by the weights' get_rows).
+            let selection = match self.lw(il, "exp_probs_b.bias") {
+                Some(b) => {
+                    let mut n = Self::node(Op::Inplace, 4 * ne * t, &[probs]);
+                    n.weight = Some(b);
+                    self.push(n)
+                }
+                None => probs,
+            };
+            let argsort = self.other(4 * ne * t, &[selection]);
             let sel = self.view(argsort);
-            let wts = self.other(4 * nu * t, &[probs, sel]);
+            let mut wts = self.other(4 * nu * t, &[probs, sel]);
+            let (norm_w, scale_w) = self.moe_weight_ops();
+            if norm_w {
+                // sum_rows of the reshaped weights, clamp (in place), div:
+                // the div's parents are a view and the [1, T] sum, so it
+                // allocates; the result is reshaped back (a view).
+                let wv = self.view(wts);
+                let sum = self.other(4 * t, &[wv]);
+                let clamp = self.inplace(sum, &[]);
+                let div = self.push(Self::node(Op::Inplace, 4 * nu * t, &[wv, clamp]));
+                wts = self.view(div);
+            }
+            if scale_w {
+                // ggml_scale: in place unless its input is that reshape.
+                wts = self.push(Self::node(Op::Inplace, 4 * nu * t, &[wts]));
+            }
             let (up, gate) = if let Some(wgu) = self.lw(il, "ffn_gate_up_exps.weight") {
                 let gu = self.mul_mat_id(Some(wgu), 2 * nff, nu, t, x, sel);
                 (gu, None)
@@ -701,6 +755,29 @@ impl<'a> Builder<'a> {
             x,
             t,
         ))
+    }
+
+    /// build_moe_ffn's `norm_w` and `w_scale` as each arch's builder passes
+    /// them (src/models/*.cpp): qwen3moe / qwen3next / qwen35moe and llama
+    /// (Mixtral) normalise unconditionally, qwen2moe and gpt-oss never, the
+    /// rest (deepseek2, glm4moe, nemotron_h_moe …) follow
+    /// `<arch>.expert_weights_norm`; the weights are scaled when
+    /// `<arch>.expert_weights_scale` is neither 0 nor 1 (llama passes 0).
+    fn moe_weight_ops(&self) -> (bool, bool) {
+        let p = &self.model.profile;
+        let norm = match p.arch.as_str() {
+            "qwen3moe" | "qwen3next" | "qwen35moe" | "qwen3vlmoe" | "llama" => true,
+            "qwen2moe" | "gpt-oss" => false,
+            _ => p
+                .arch_meta("expert_weights_norm")
+                .and_then(|v| v.as_u64())
+                .is_some_and(|v| v != 0),
+        };
+        let scale = p.arch != "llama"
+            && p.arch_meta("expert_weights_scale")
+                .and_then(|v| v.as_f64())
+                .is_some_and(|w| w != 0.0 && w != 1.0);
+        (norm, scale)
     }
 
     /// up, gate, glu (not in place), down.
@@ -781,10 +858,21 @@ impl<'a> Builder<'a> {
         let kstore = self.push(ks);
         let kt = self.flags.cache_type_k;
         let k_view = kt.row_size(k_width).unwrap_or(0) * cells * ns;
+        // V is the first kv_lora columns of the same latent rows
+        // (ggml_view_4d of the K view, llama_kv_cache::get_v with MLA): its
+        // ggml_nbytes ends after the last row's kv_lora part, and the
+        // scheduler's split-input copy keeps that layout
+        // (ggml_dup_tensor_layout).
+        let v_view = k_view
+            .saturating_sub(kt.row_size(k_width).unwrap_or(0))
+            .saturating_add(kt.row_size(kv_lora).unwrap_or(0));
         let wvb = self.lw(il, "attn_v_b.weight");
         let merged = if self.ctx.flash_attn {
-            let mut fa = Self::node(Op::Other, 4 * kv_lora * h * t, &[qcur, mask, kstore]);
+            let mut fa = Self::node(Op::Other, 4 * kv_lora * h * t, &[qcur, mask]);
             fa.cache = Some((kvb, k_view));
+            // ggml_flash_attn_ext(q, k, v): the V view is a second split
+            // input when the cache lives elsewhere (-nkvo).
+            fa.cache_v = v_view;
             if kt != GgmlType::F16 {
                 fa.cuda_extra = pad(2 * cells * ns * k_width, 128);
             }
@@ -797,7 +885,8 @@ impl<'a> Builder<'a> {
             let decv = self.view(dec);
             self.other(4 * v_head * h * t, &[decv])
         } else {
-            let mut kq = Self::node(Op::Other, 4 * cells * t * h, &[qcur, kstore]);
+            let _ = kstore;
+            let mut kq = Self::node(Op::Other, 4 * cells * t * h, &[qcur]);
             kq.cache = Some((kvb, k_view));
             let kq = self.push(kq);
             let sm = self.inplace(kq, &[mask]);
@@ -806,9 +895,9 @@ impl<'a> Builder<'a> {
             let mut vt = Self::node(
                 Op::Other,
                 kt.row_size(kv_lora).unwrap_or(0) * cells * ns,
-                &[kstore],
+                &[],
             );
-            vt.cache = Some((kvb, k_view));
+            vt.cache = Some((kvb, v_view));
             let vt = self.push(vt);
             let kqv = self.other(4 * kv_lora * t * h, &[vt, sm]);
             let mut dec = Self::node(Op::MulMat, 4 * v_head * t * h, &[kqv]);
@@ -816,7 +905,9 @@ impl<'a> Builder<'a> {
             dec.batch = t;
             let dec = self.push(dec);
             let decv = self.view(dec);
-            self.other(4 * v_head * h * t, &[decv])
+            let c = self.other(4 * v_head * h * t, &[decv]);
+            self.pin_kqv_out(c);
+            c
         };
         self.view(merged)
     }
@@ -860,11 +951,7 @@ impl<'a> Builder<'a> {
         let kvb = self.kv_backend(il);
         let n_embd_r = self.model.hparams.n_embd_r;
         let n_embd_s = self.model.hparams.n_embd_s;
-        self.rs_zero(il);
-        let rg = self.other(4 * n_embd_r * g.n_seqs, &[rs_copy]);
-        let mut st = Self::node(Op::Store, 0, &[rg]);
-        st.forced = Some(kvb);
-        self.push(st);
+        let rg = self.rs_gather(il, 4 * n_embd_r * g.n_seqs, rs_copy);
         let wqkv = self.lw(il, "attn_qkv.weight");
         let qkv = self.matmul(wqkv, g.conv_ch, t, x);
         let rv = self.view(rg);
@@ -874,11 +961,7 @@ impl<'a> Builder<'a> {
         let mut st = Self::node(Op::Store, 0, &[last]);
         st.forced = Some(kvb);
         self.push(st);
-        self.rs_zero(il);
-        let sg = self.other(4 * n_embd_s * g.n_seqs, &[rs_copy]);
-        let mut st = Self::node(Op::Store, 0, &[sg]);
-        st.forced = Some(kvb);
-        self.push(st);
+        let sg = self.rs_gather(il, 4 * n_embd_s * g.n_seqs, rs_copy);
         let mut conv = Self::node(Op::Other, 4 * g.conv_ch * t, &[concat]);
         conv.weight = self.lw(il, "ssm_conv1d.weight");
         let conv = self.push(conv);
@@ -944,6 +1027,20 @@ impl<'a> Builder<'a> {
         self.view(out)
     }
 
+    /// llm_graph_input_rs's s_copy_main (the first n_seqs ids) and
+    /// s_copy_tail (the rest: none in a reserve ubatch) views of s_copy:
+    /// made once (build_rs_inp_impl), so every layer shares one split-input
+    /// copy of each per backend.
+    fn rs_copy_views(&mut self, rs_copy: Id, n_seqs: u64) -> (Id, Id) {
+        if let Some(v) = self.rs_views {
+            return v;
+        }
+        let main = self.view_sized(rs_copy, 4 * n_seqs);
+        let tail = self.view_sized(rs_copy, 0);
+        self.rs_views = Some((main, tail));
+        (main, tail)
+    }
+
     /// Mamba2 dimensions from the layer's tensors (ssm_conv1d [d_conv,
     /// conv_ch], ssm_norm [d_inner/ng, ng], ssm_a [1, n_head]).
     fn mamba2_dims(&self, il: usize) -> Option<Mamba2> {
@@ -991,6 +1088,20 @@ impl<'a> Builder<'a> {
         self.push(z);
     }
 
+    /// `build_rs` without a custom getter (llama-graph.cpp): the in-place
+    /// clear of one state, then the sequences' states gathered by s_copy
+    /// (`ggml_get_rows`, `bytes` = state size × n_seqs) and the extra states
+    /// copied back into the cache (a copy on the cache's backend). Shared by
+    /// the Mamba2, short-conv and Gated DeltaNet state reads.
+    fn rs_gather(&mut self, il: usize, bytes: u64, rs_copy: Id) -> Id {
+        self.rs_zero(il);
+        let g = self.other(bytes, &[rs_copy]);
+        let mut st = Self::node(Op::Store, 0, &[g]);
+        st.forced = Some(self.kv_backend(il));
+        self.push(st);
+        g
+    }
+
     fn gather_next_recurrent(&mut self, il: usize, rs_copy: Id) {
         let n_main = self
             .model
@@ -1016,14 +1127,8 @@ impl<'a> Builder<'a> {
     /// `build_rs` of a short-conv layer: the conv states (n_embd_r per
     /// sequence) gathered by s_copy, on the cache's backend.
     fn shortconv_gather(&mut self, il: usize, rs_copy: Id) -> Id {
-        self.rs_zero(il);
         let ns = self.ctx.n_seq_max.max(1);
-        let g = self.other(4 * self.model.hparams.n_embd_r * ns, &[rs_copy]);
-        let kvb = self.kv_backend(il);
-        let mut st = Self::node(Op::Store, 0, &[g]);
-        st.forced = Some(kvb);
-        self.push(st);
-        g
+        self.rs_gather(il, 4 * self.model.hparams.n_embd_r * ns, rs_copy)
     }
 
     /// `build_shortconv_block` (src/models/lfm2.cpp): in_proj into b, c, x
@@ -1060,16 +1165,10 @@ impl<'a> Builder<'a> {
     }
 
     fn mamba2_gather(&mut self, il: usize, m: Mamba2, rs_copy: Id) -> Id {
-        self.rs_zero(il);
-        let g = self.other(4 * (m.d_conv - 1) * m.conv_ch * m.n_seqs, &[rs_copy]);
-        let kvb = self.kv_backend(il);
-        let mut st = Self::node(Op::Store, 0, &[g]);
-        st.forced = Some(kvb);
-        self.push(st);
-        g
+        self.rs_gather(il, 4 * (m.d_conv - 1) * m.conv_ch * m.n_seqs, rs_copy)
     }
 
-    /// `build_mamba2_layer` (src/models/graph-context-mamba.cpp): in_proj,
+    /// `build_mamba2_layer` (src/models/mamba-base.cpp): in_proj,
     /// conv window concat, ssm_conv + bias + silu, dt + bias, ssm_scan
     /// (y and final states), D skip, gated group norm, out_proj.
     fn mamba2_mixer(&mut self, il: usize, m: Mamba2, r_rows: Id, rs_copy: Id, x: Id, t: u64) -> Id {
@@ -1084,10 +1183,23 @@ impl<'a> Builder<'a> {
             4 * ((m.d_conv - 1) * m.n_seqs + t) * m.conv_ch,
             &[rv, xbc_v],
         );
-        let last = self.view(concat);
+        // last_conv = ggml_view_3d(conv_x, d_conv - 1, conv_ch, n_seqs,
+        // nb1, nb2, ..): a strided view whose ggml_nbytes spans all but the
+        // tail of the window (what a split-input copy of it allocates).
+        let seq_tokens = t / m.n_seqs.max(1);
+        let nb1 = 4 * (m.d_conv - 1 + seq_tokens);
+        let last = self.view_sized(
+            concat,
+            4 * (m.d_conv - 1)
+                + m.conv_ch.saturating_sub(1) * nb1
+                + m.n_seqs.saturating_sub(1) * nb1 * m.conv_ch,
+        );
         let mut st = Self::node(Op::Store, 0, &[last]);
         st.forced = Some(kvb);
         self.push(st);
+        // build_rs of the SSM states: its in-place clear of one state is
+        // expanded here, before the scan's inputs (ssm_conv …) are visited.
+        self.rs_zero(il);
         let mut conv = Self::node(Op::Other, 4 * m.conv_ch * t, &[concat]);
         conv.weight = self.lw(il, "ssm_conv1d.weight");
         let conv = self.push(conv);
@@ -1105,15 +1217,33 @@ impl<'a> Builder<'a> {
         let xs = self.view(silu);
         let bs = self.view(silu);
         let cs = self.view(silu);
+        // build_rs with get_ssm_rows (src/models/mamba-base.cpp,
+        // llm_graph_context::build_rs): ssm_scan reads the whole state cache
+        // (reshape_4d, one state per slot) with the s_copy_main view as ids;
+        // then the extra states (n_rs - n_seqs rows: none in a reserve
+        // ubatch) are gathered with the s_copy_tail view and copied back.
+        // With -nkvo the cache is on the host: the scan and that gather each
+        // take their own split-input copy of the states (source order:
+        // states, then ids).
+        let states = 4 * m.d_state * m.d_inner * m.n_seqs;
+        let (ids, tail) = self.rs_copy_views(rs_copy, m.n_seqs);
         let mut scan = Self::node(
             Op::Other,
             4 * (m.d_inner * t + m.d_state * m.d_inner * m.n_seqs),
-            &[xs, dtb, bs, cs, rs_copy],
+            &[xs, dtb, bs, cs, ids],
         );
         scan.weight = self.lw(il, "ssm_a");
-        scan.cache = Some((kvb, 4 * m.d_state * m.d_inner * m.n_seqs));
+        scan.cache = Some((kvb, states));
         let scan = self.push(scan);
-        let sv = self.view(scan);
+        let mut extra = Self::node(Op::Other, 0, &[tail]);
+        extra.cache = Some((kvb, states));
+        let extra = self.push(extra);
+        let ev = self.view_sized(extra, 0);
+        let mut st = Self::node(Op::Store, 0, &[ev]);
+        st.forced = Some(kvb);
+        self.push(st);
+        // The final states: view_3d(y_ssm, D, n_seqs, 1) after the y part.
+        let sv = self.view_sized(scan, states);
         let mut st = Self::node(Op::Store, 0, &[sv]);
         st.forced = Some(kvb);
         self.push(st);

@@ -131,6 +131,10 @@ pub struct ComputeResult {
     /// A flash-attention node was scheduled on another backend than its
     /// layer's device (resolve_fused_ops then turns auto FA off).
     pub fa_off_device: bool,
+    /// Flash attention as the graphs were built: `ctx.flash_attn` unless
+    /// the `-fa auto` probe turned it off (llama_context::resolve_fused_ops
+    /// sets cparams.flash_attn = false; the cache keeps its FA layout).
+    pub flash_attn: bool,
 }
 
 mod alloc;
@@ -213,6 +217,7 @@ pub fn compute(input: &ComputeInput) -> ComputeResult {
         splits_tg: tg.splits_pp,
         nodes_pp: pp.nodes_pp,
         fa_off_device: pp.fa_off_device,
+        flash_attn: input.ctx.flash_attn,
     }
 }
 

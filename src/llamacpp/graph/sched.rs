@@ -50,6 +50,9 @@ pub(super) fn simulate(
         lookup,
         pending_gather: None,
         rs_copy: None,
+        rs_views: None,
+        // Only the allocating (prompt) pass runs after a sched reset.
+        user_pins: !alloc,
         nodes,
     };
     b.build(t, o);
@@ -302,6 +305,7 @@ fn schedule(
             splits_tg: n_splits,
             nodes_pp: n,
             fa_off_device,
+            flash_attn: input.ctx.flash_attn,
         };
     }
     let node_copy_of = |s: Id, backend: usize| node_copy[s * n_be + backend];
@@ -570,5 +574,6 @@ fn schedule(
         splits_tg: n_splits,
         nodes_pp: n,
         fa_off_device,
+        flash_attn: input.ctx.flash_attn,
     }
 }
