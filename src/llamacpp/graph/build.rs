@@ -1160,7 +1160,12 @@ impl<'a> Builder<'a> {
         let cv = self.view(bcx);
         let y = self.push(Self::node(Op::Inplace, 4 * chunk * t, &[cv, conv]));
         let wo = self.lw(il, "shortconv.out_proj.weight");
-        self.matmul(wo, e, t, y)
+        let out = self.matmul(wo, e, t, y);
+        // y = ggml_reshape_2d(y, ..): the block returns a view, and a view
+        // is never "own" in ggml_gallocr_allocate_node, so the residual add
+        // (ggml_add(prev_cur, y)) can only run in place on prev_cur; when
+        // that is a split input it gets a new buffer.
+        self.view(out)
     }
 
     fn mamba2_gather(&mut self, il: usize, m: Mamba2, rs_copy: Id) -> Id {
