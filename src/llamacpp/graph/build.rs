@@ -613,7 +613,14 @@ impl<'a> Builder<'a> {
         } else {
             inp_l
         };
-        let w_norm = self.weight("output_norm.weight");
+        // lfm2 loads its output norm as LLM_TENSOR_OUTPUT_NORM_LFM2, named
+        // "token_embd_norm" (llama-arch.cpp): an output-layer weight, so the
+        // final norm's MUL runs on the output device.
+        let w_norm = self.weight("output_norm.weight").or_else(|| {
+            residual_first
+                .then(|| self.weight("token_embd_norm.weight"))
+                .flatten()
+        });
         let mut cur = self.norm(cur, w_norm);
         self.nodes[cur].output = true; // res->t_embd (or t_h_nextn)
         if rows_after_norm && n_main > 0 {
