@@ -510,6 +510,15 @@ impl<'a> Builder<'a> {
                 } else {
                     // kq = mul_mat(k, q) [n_kv, T/ns, H, ns]; soft_max in place;
                     // kqv = mul_mat(v, kq) [dv, T/ns, H, ns]; cont → [H·dv, T].
+                    // build_attn_mha with a cache made for FA (V not
+                    // transposed; -fa auto turned off later):
+                    // v = ggml_cont(ggml_transpose(v)), kqv's src0, so it
+                    // is visited (allocated) before kq.
+                    let v_cont = (!self.ctx.v_trans).then(|| {
+                        let mut vc = Self::node(Op::Other, v_view_bytes, &[]);
+                        vc.cache = Some((kvb, v_view_bytes));
+                        self.push(vc)
+                    });
                     let mut kq = Self::node(Op::Other, 4 * cells * cur_t * h, &deps);
                     kq.cache = Some((kvb, k_view_bytes));
                     let kq = self.push(kq);
@@ -519,9 +528,14 @@ impl<'a> Builder<'a> {
                     let mut sm = Self::node(Op::Inplace, 4 * cells * cur_t * h, &[kq, mask]);
                     sm.weight = self.lw(il, "attn_sinks.weight");
                     let sm = self.push(sm);
-                    let mut kqv = Self::node(Op::Other, 4 * dv_e * h * cur_t, &[sm]);
-                    kqv.cache = Some((kvb, v_view_bytes));
-                    let kqv = self.push(kqv);
+                    let kqv = match v_cont {
+                        Some(vc) => self.other(4 * dv_e * h * cur_t, &[vc, sm]),
+                        None => {
+                            let mut kqv = Self::node(Op::Other, 4 * dv_e * h * cur_t, &[sm]);
+                            kqv.cache = Some((kvb, v_view_bytes));
+                            self.push(kqv)
+                        }
+                    };
                     let pv = self.view(kqv);
                     let c = self.other(4 * dv_e * h * cur_t, &[pv]);
                     self.pin_kqv_out(c);
