@@ -511,6 +511,15 @@ impl<'a> Builder<'a> {
                 } else {
                     // kq = mul_mat(k, q) [n_kv, T/ns, H, ns]; soft_max in place;
                     // kqv = mul_mat(v, kq) [dv, T/ns, H, ns]; cont → [H·dv, T].
+                    // build_attn_mha with a cache made for FA (V not
+                    // transposed; -fa auto turned off later):
+                    // v = ggml_cont(ggml_transpose(v)), kqv's src0, so it
+                    // is visited (allocated) before kq.
+                    let v_cont = (!self.ctx.v_trans).then(|| {
+                        let mut vc = Self::node(Op::Other, v_view_bytes, &[]);
+                        vc.cache = Some((kvb, v_view_bytes));
+                        self.push(vc)
+                    });
                     let mut kq = Self::node(Op::Other, 4 * cells * cur_t * h, &deps);
                     kq.cache = Some((kvb, k_view_bytes));
                     let kq = self.push(kq);
@@ -520,9 +529,14 @@ impl<'a> Builder<'a> {
                     let mut sm = Self::node(Op::Inplace, 4 * cells * cur_t * h, &[kq, mask]);
                     sm.weight = self.lw(il, "attn_sinks.weight");
                     let sm = self.push(sm);
-                    let mut kqv = Self::node(Op::Other, 4 * dv_e * h * cur_t, &[sm]);
-                    kqv.cache = Some((kvb, v_view_bytes));
-                    let kqv = self.push(kqv);
+                    let kqv = match v_cont {
+                        Some(vc) => self.other(4 * dv_e * h * cur_t, &[vc, sm]),
+                        None => {
+                            let mut kqv = Self::node(Op::Other, 4 * dv_e * h * cur_t, &[sm]);
+                            kqv.cache = Some((kvb, v_view_bytes));
+                            self.push(kqv)
+                        }
+                    };
                     let pv = self.view(kqv);
                     let c = self.other(4 * dv_e * h * cur_t, &[pv]);
                     self.pin_kqv_out(c);
@@ -614,7 +628,14 @@ impl<'a> Builder<'a> {
         } else {
             inp_l
         };
-        let w_norm = self.weight("output_norm.weight");
+        // lfm2 loads its output norm as LLM_TENSOR_OUTPUT_NORM_LFM2, named
+        // "token_embd_norm" (llama-arch.cpp): an output-layer weight, so the
+        // final norm's MUL runs on the output device.
+        let w_norm = self.weight("output_norm.weight").or_else(|| {
+            residual_first
+                .then(|| self.weight("token_embd_norm.weight"))
+                .flatten()
+        });
         let mut cur = self.norm(cur, w_norm);
         self.nodes[cur].output = true; // res->t_embd (or t_h_nextn)
         if rows_after_norm && n_main > 0 {
@@ -1161,7 +1182,12 @@ impl<'a> Builder<'a> {
         let cv = self.view(bcx);
         let y = self.push(Self::node(Op::Inplace, 4 * chunk * t, &[cv, conv]));
         let wo = self.lw(il, "shortconv.out_proj.weight");
-        self.matmul(wo, e, t, y)
+        let out = self.matmul(wo, e, t, y);
+        // y = ggml_reshape_2d(y, ..): the block returns a view, and a view
+        // is never "own" in ggml_gallocr_allocate_node, so the residual add
+        // (ggml_add(prev_cur, y)) can only run in place on prev_cur; when
+        // that is a split input it gets a new buffer.
+        self.view(out)
     }
 
     fn mamba2_gather(&mut self, il: usize, m: Mamba2, rs_copy: Id) -> Id {

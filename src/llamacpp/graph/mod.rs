@@ -164,16 +164,20 @@ pub fn compute(input: &ComputeInput) -> ComputeResult {
     // token per sequence) is reserved and flash attention is turned off if
     // the scheduler put any FLASH_ATTN_EXT node on another device than its
     // layer's (e.g. -nkvo when the neighbouring ops land on the CPU). The
-    // cache was already created for FA (V not transposed). Only -nkvo can
-    // move it: otherwise the K/V stores just before the FA node are pinned
-    // to the layer's device and the scheduler's first (GPU, downward) pass
-    // gives the FA node that device; skipping the probe keeps one
-    // evaluation near 1 ms.
+    // cache was already created for FA (V not transposed). Two things can
+    // move it: -nkvo, and a hybrid model's next recurrent layer on a GPU
+    // after an attention layer on the CPU (lfm2: the next layer's build_rs
+    // state gather is expanded right after build_attn_mha's output and
+    // pinned to its cache's device, so the scheduler's upward GPU pass
+    // gives the FA node that device). Otherwise the K/V stores just before
+    // the FA node are pinned to the layer's device and the scheduler's
+    // first (GPU, downward) pass gives the FA node that device; skipping
+    // the probe keeps one evaluation near 1 ms.
     let resolved;
     let fa_ctx;
     let input = if input.flags.flash_attn == FlashAttn::Auto
         && input.ctx.flash_attn
-        && input.flags.no_kv_offload
+        && (input.flags.no_kv_offload || input.model.blocks.iter().any(|b| b.recurrent))
     {
         let s = input.ctx.n_seq_max.max(1);
         if simulate(input, &lookup, s, s, false, &mut scratch).fa_off_device {
