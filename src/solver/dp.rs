@@ -581,6 +581,27 @@ pub fn solve(p: &Problem) -> Option<Layout> {
 /// copy, and moved FFNs have no host limit. Minus one crossing per device
 /// the DP may count more than the speed model. `None`: nothing fits.
 pub fn lower_bound(p: &Problem) -> Option<f64> {
+    let pure = run(
+        &Problem {
+            allow_ffn_host: false,
+            ..p.clone()
+        },
+        false,
+    )
+    .map(|(_, v)| v);
+    lower_bound_given_pure(p, pure)
+}
+
+/// [`solve`], with the DP's objective value (decode seconds as the DP
+/// counts them) for [`lower_bound_given_pure`].
+pub fn solve_valued(p: &Problem) -> Option<(Layout, f64)> {
+    run(p, false)
+}
+
+/// [`lower_bound`], given `pure`: the value [`solve_valued`] returned for
+/// the same problem with `allow_ffn_host: false` (the planner has just run
+/// that DP; running it again here was a sixth of a `--sweep` row's solve).
+pub fn lower_bound_given_pure(p: &Problem, pure: Option<f64>) -> Option<f64> {
     let slack = p
         .order
         .iter()
@@ -590,14 +611,6 @@ pub fn lower_bound(p: &Problem) -> Option<f64> {
         })
         .sum::<f64>();
     let relaxed = run(p, true).map(|(_, v)| v);
-    let pure = run(
-        &Problem {
-            allow_ffn_host: false,
-            ..p.clone()
-        },
-        false,
-    )
-    .map(|(_, v)| v);
     let lb = match (relaxed, pure) {
         (Some(a), Some(b)) => a.min(b),
         (a, b) => a.or(b)?,
