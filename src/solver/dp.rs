@@ -170,6 +170,10 @@ struct Tables {
     groups: Vec<(u64, f64)>,
     /// `cnt[g][i]`: blocks of group `g` among `[0, i)`.
     cnt: Vec<Vec<u32>>,
+    /// Per device slot k: [`weights`] there (problem-only; computed once
+    /// per DP instead of once per over-full segment, which was 3 % of a
+    /// `--sweep`).
+    move_w: Vec<[f64; MAX_GROUPS]>,
 }
 
 /// Size groups the exact segment choice handles.
@@ -290,9 +294,21 @@ fn tables(p: &Problem) -> Tables {
             .filter(|l| l.ffn_bytes > 0)
             .map(|l| l.ffn_read)
             .fold(f64::INFINITY, f64::min),
+        move_w: (0..p.order.len())
+            .map(|k| weights_at(p, &groups, k))
+            .collect(),
         groups,
         cnt,
     }
+}
+
+/// [`weights`] on device slot `k` of `p`.
+fn weights_at(p: &Problem, groups: &[(u64, f64)], k: usize) -> [f64; MAX_GROUPS] {
+    let d = p.order[k];
+    let bw = p.rates.devices.get(d).map_or(1.0, |r| r.bandwidth_gbs) * GB;
+    let link = p.rates.devices.get(d).map_or(16.0, |r| r.link_gbs) * GB;
+    let hop = 2.0 * (T_SPLIT_S + p.costs.act_bytes_per_token as f64 / link);
+    weights(groups, p.rates.host_bandwidth_gbs * GB, bw, hop)
 }
 
 /// Prefill seconds per prompt token of one block with its FFN on its
@@ -357,8 +373,8 @@ fn seg(
     if !t.groups.is_empty() && (t.groups.len() <= 2 || !t.relaxed) {
         // Exact for ≤ 2 sizes (and a good choice beyond): the fewest blocks,
         // then the fewest bytes among those.
-        let w = weights(t, hb, bw, hop);
-        let pick = choose(t, i, j, deficit, &w)?;
+        let w = &t.move_w[k];
+        let pick = choose(t, i, j, deficit, w)?;
         let extra: f64 = (0..t.groups.len()).map(|g| f64::from(pick[g]) * w[g]).sum();
         return Some((time + extra, 0));
     }
@@ -450,9 +466,9 @@ fn seg_deficit(
 }
 
 /// Decode seconds one moved block of each size group adds on a device.
-fn weights(t: &Tables, hb: f64, bw: f64, hop: f64) -> [f64; MAX_GROUPS] {
+fn weights(groups: &[(u64, f64)], hb: f64, bw: f64, hop: f64) -> [f64; MAX_GROUPS] {
     let mut w = [0.0; MAX_GROUPS];
-    for (g, &(b, r)) in t.groups.iter().enumerate() {
+    for (g, &(b, r)) in groups.iter().enumerate() {
         let f = b as f64 * r;
         w[g] = f / hb - f / bw + hop;
     }
@@ -581,6 +597,27 @@ pub fn solve(p: &Problem) -> Option<Layout> {
 /// copy, and moved FFNs have no host limit. Minus one crossing per device
 /// the DP may count more than the speed model. `None`: nothing fits.
 pub fn lower_bound(p: &Problem) -> Option<f64> {
+    let pure = run(
+        &Problem {
+            allow_ffn_host: false,
+            ..p.clone()
+        },
+        false,
+    )
+    .map(|(_, v)| v);
+    lower_bound_given_pure(p, pure)
+}
+
+/// [`solve`], with the DP's objective value (decode seconds as the DP
+/// counts them) for [`lower_bound_given_pure`].
+pub fn solve_valued(p: &Problem) -> Option<(Layout, f64)> {
+    run(p, false)
+}
+
+/// [`lower_bound`], given `pure`: the value [`solve_valued`] returned for
+/// the same problem with `allow_ffn_host: false` (the planner has just run
+/// that DP; running it again here was a sixth of a `--sweep` row's solve).
+pub fn lower_bound_given_pure(p: &Problem, pure: Option<f64>) -> Option<f64> {
     let slack = p
         .order
         .iter()
@@ -590,14 +627,6 @@ pub fn lower_bound(p: &Problem) -> Option<f64> {
         })
         .sum::<f64>();
     let relaxed = run(p, true).map(|(_, v)| v);
-    let pure = run(
-        &Problem {
-            allow_ffn_host: false,
-            ..p.clone()
-        },
-        false,
-    )
-    .map(|(_, v)| v);
     let lb = match (relaxed, pure) {
         (Some(a), Some(b)) => a.min(b),
         (a, b) => a.or(b)?,
@@ -710,12 +739,7 @@ fn run(p: &Problem, relaxed: bool) -> Option<(Layout, f64)> {
         }
         if !t.groups.is_empty() {
             if let Some(deficit) = seg_deficit(p, &t, k, i, j, out, reserve) {
-                let d = p.order[k];
-                let bw = p.rates.devices.get(d).map_or(1.0, |r| r.bandwidth_gbs) * GB;
-                let link = p.rates.devices.get(d).map_or(16.0, |r| r.link_gbs) * GB;
-                let hop = 2.0 * (T_SPLIT_S + c.act_bytes_per_token as f64 / link);
-                let w = weights(&t, p.rates.host_bandwidth_gbs * GB, bw, hop);
-                if let Some(pick) = choose(&t, i, j, deficit, &w) {
+                if let Some(pick) = choose(&t, i, j, deficit, &t.move_w[k]) {
                     mark(&t, c, i, j, pick, layout);
                 }
             }

@@ -505,7 +505,12 @@ impl<'a> Planner<'a> {
         let order = self.order_of(req);
         let c = self.costs(cfg);
         let ub = cfg.pp_tokens();
-        let pure = dp::solve(&self.problem(&c, cfg, caps, false, order));
+        // The pure DP's value is also half of the lower bound below.
+        let (pure, pure_value) = match dp::solve_valued(&self.problem(&c, cfg, caps, false, order))
+        {
+            Some((l, v)) => (Some(l), Some(v)),
+            None => (None, None),
+        };
         let comb = if req.allow_ffn_host && c.movable.is_some() {
             dp::solve(&self.problem(&c, cfg, caps, true, order))
         } else {
@@ -559,7 +564,7 @@ impl<'a> Planner<'a> {
         if !exact && req.solver != SolverChoice::Milp {
             if let (true, Some(lb)) = (
                 best.is_some(),
-                dp::lower_bound(&self.problem(&c, cfg, caps, true, order)),
+                dp::lower_bound_given_pure(&self.problem(&c, cfg, caps, true, order), pure_value),
             ) {
                 let t = &t_opt;
                 if *t <= lb * (1.0 + 1e-9) {
@@ -669,6 +674,85 @@ impl<'a> Planner<'a> {
         self.max_ctx_from(req, ub, fa, kv, caps, None)
     }
 
+    /// [`Self::max_ctx`] starting from a guess `hint` (no bound on the
+    /// answer, unlike `known` in [`Self::max_ctx_from`]): probe the hint and
+    /// the step above it, gallop up or down with a doubling stride until the
+    /// boundary is bracketed, then bisect. Memory grows with context, so
+    /// `fits` has one boundary and this finds the same context as the full
+    /// bisection; with a neighbouring row's answer as the hint that takes a
+    /// few solves instead of ~log2(n_ctx_train/step).
+    fn max_ctx_near(
+        &self,
+        req: &Request,
+        ub: u64,
+        fa: bool,
+        kv: (GgmlType, GgmlType),
+        caps: &(Vec<u64>, u64),
+        hint: Option<u64>,
+    ) -> Option<u64> {
+        let Some(hint) = hint else {
+            return self.max_ctx(req, ub, fa, kv, caps);
+        };
+        let step = ctx_step(req.slots, req.kv_unified);
+        let hi_k = (self.model.hparams.n_ctx_train / step).max(1);
+        let h = (hint / step).clamp(1, hi_k);
+        if !self.fits_at(req, ub, fa, kv, caps, h) {
+            // Below the hint: the same downward search as from a known bound.
+            return self.max_ctx_from(req, ub, fa, kv, caps, Some(h * step));
+        }
+        // `h` fits: gallop up until something does not.
+        let mut lo = h;
+        let mut hi;
+        let mut stride = 1;
+        loop {
+            if lo == hi_k {
+                return Some(lo * step);
+            }
+            let k = (lo + stride).min(hi_k);
+            if self.fits_at(req, ub, fa, kv, caps, k) {
+                lo = k;
+                stride *= 2;
+            } else {
+                hi = k;
+                break;
+            }
+        }
+        debug_assert!(hi > lo);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.fits_at(req, ub, fa, kv, caps, mid) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Some(lo * step)
+    }
+
+    /// Whether some placement fits at `k` context steps (the max-context
+    /// searches' test): the DP with host FFNs where allowed, then without.
+    fn fits_at(
+        &self,
+        req: &Request,
+        ub: u64,
+        fa: bool,
+        kv: (GgmlType, GgmlType),
+        caps: &(Vec<u64>, u64),
+        k: u64,
+    ) -> bool {
+        let step = ctx_step(req.slots, req.kv_unified);
+        let cfg = self.config(k * step, req, ub, fa, kv);
+        let Some(caps) = &self.reserve(&cfg, caps, req) else {
+            return false;
+        };
+        let order = self.order_of(req);
+        let c = self.costs(&cfg);
+        let ok = |l: Option<Layout>| l.is_some_and(|l| self.fits(&c, &l, caps, cfg.pp_tokens()));
+        let comb = req.allow_ffn_host && c.movable.is_some();
+        ok(dp::solve(&self.problem(&c, &cfg, caps, comb, order)))
+            || (comb && ok(dp::solve(&self.problem(&c, &cfg, caps, false, order))))
+    }
+
     /// [`Self::max_ctx`], given the answer `known` at capacities no smaller
     /// than `caps` (the previous solve → simulate round's; feedback only
     /// shrinks them). Memory grows with context (the binary search's own
@@ -686,19 +770,7 @@ impl<'a> Planner<'a> {
     ) -> Option<u64> {
         let step = ctx_step(req.slots, req.kv_unified);
         let hi_k = (self.model.hparams.n_ctx_train / step).max(1);
-        let fits = |k: u64| {
-            let cfg = self.config(k * step, req, ub, fa, kv);
-            let Some(caps) = &self.reserve(&cfg, caps, req) else {
-                return false;
-            };
-            let order = self.order_of(req);
-            let c = self.costs(&cfg);
-            let ok =
-                |l: Option<Layout>| l.is_some_and(|l| self.fits(&c, &l, caps, cfg.pp_tokens()));
-            let comb = req.allow_ffn_host && c.movable.is_some();
-            ok(dp::solve(&self.problem(&c, &cfg, caps, comb, order)))
-                || (comb && ok(dp::solve(&self.problem(&c, &cfg, caps, false, order))))
-        };
+        let fits = |k: u64| self.fits_at(req, ub, fa, kv, caps, k);
         let (mut lo, mut hi);
         if let Some(h) = known.map(|n| (n / step).clamp(1, hi_k)) {
             if fits(h) {
@@ -903,6 +975,20 @@ impl<'a> Planner<'a> {
 
     /// Plan one request: search the candidates, simulate, feed back, repeat.
     pub fn plan(&self, req: &Request, sim: &dyn Simulator) -> Result<Outcome, PlanError> {
+        self.plan_hinted(req, sim, None)
+    }
+
+    /// [`Self::plan`], with `hint` a guess at the largest context (a
+    /// neighbouring `--sweep` row's): the max-context search starts there
+    /// instead of bisecting the whole range. Only the number of solves
+    /// changes: memory grows with context (the search's premise), so the
+    /// boundary it finds is the one the full bisection finds.
+    fn plan_hinted(
+        &self,
+        req: &Request,
+        sim: &dyn Simulator,
+        hint: Option<u64>,
+    ) -> Result<Outcome, PlanError> {
         if req.ubatch.is_empty() || req.flash_attn.is_empty() || req.kv_types.is_empty() {
             return Err(PlanError::BadRequest("empty candidate set".into()));
         }
@@ -931,7 +1017,7 @@ impl<'a> Planner<'a> {
         let mut known = Vec::new();
         loop {
             rounds += 1;
-            let Some((plan, status, ms)) = self.search_from(req, &caps, &mut known) else {
+            let Some((plan, status, ms)) = self.search_from(req, &caps, &mut known, hint) else {
                 return Err(self.does_not_fit(req, &caps));
             };
             solver_ms += ms;
@@ -998,7 +1084,7 @@ impl<'a> Planner<'a> {
 
     /// Best plan over the candidate set at the given capacities.
     fn search(&self, req: &Request, caps: &(Vec<u64>, u64)) -> Option<(Plan, Status, f64)> {
-        self.search_from(req, caps, &mut Vec::new())
+        self.search_from(req, caps, &mut Vec::new(), None)
     }
 
     /// [`Self::search`], remembering each candidate's largest context in
@@ -1010,6 +1096,7 @@ impl<'a> Planner<'a> {
         req: &Request,
         caps: &(Vec<u64>, u64),
         known: &mut Vec<Option<u64>>,
+        hint: Option<u64>,
     ) -> Option<(Plan, Status, f64)> {
         let mut best: Option<(Plan, Status, f64, Prediction)> = None;
         let mut ms = 0.0;
@@ -1042,7 +1129,7 @@ impl<'a> Planner<'a> {
                                     Some(Some(n)) => {
                                         self.max_ctx_from(req, ub, fa, kv, caps, Some(n))
                                     }
-                                    None => self.max_ctx(req, ub, fa, kv, caps),
+                                    None => self.max_ctx_near(req, ub, fa, kv, caps, hint),
                                 };
                                 match known.get_mut(i - 1) {
                                     Some(slot) => *slot = n,
@@ -1322,6 +1409,40 @@ mod tests {
         assert_eq!(
             out.argv[out.argv.iter().position(|a| a == "-dev").unwrap() + 1],
             "CUDA1"
+        );
+    }
+
+    #[test]
+    fn max_ctx_near_a_hint_matches_the_full_search() {
+        // Hints below, at and above the answer, and past the training
+        // context, at capacities from roomy to nothing-fits.
+        let (hw, _) = crate::hardware::presets::load_file_or_preset("rtx4090-rtx5070ti").unwrap();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        let m = Model::load(&dir.join("qwen3-30b-a3b-q4_k_m.toml")).unwrap();
+        let p = Planner::new(&m, &hw, None).unwrap();
+        let kv = (GgmlType::F16, GgmlType::F16);
+        let req = Request {
+            ctx: CtxRequest::Max,
+            slots: 2,
+            ..Request::default()
+        };
+        let (devs, host) = p.capacities(req.margin);
+        let mut answers = std::collections::BTreeSet::new();
+        for k in (0..=32u64).step_by(2) {
+            let caps = (
+                devs.iter().map(|full| full - full / 32 * k).collect(),
+                host - host / 32 * k,
+            );
+            let full = p.max_ctx(&req, 512, true, kv, &caps);
+            for hint in [1, 256, 4096, 40_000, 131_072, 1 << 20] {
+                let near = p.max_ctx_near(&req, 512, true, kv, &caps, Some(hint));
+                assert_eq!(near, full, "hint {hint} caps {caps:?}");
+            }
+            answers.insert(full);
+        }
+        assert!(
+            answers.len() >= 3,
+            "the test must move the answer: {answers:?}"
         );
     }
 
@@ -1802,6 +1923,7 @@ impl Planner<'_> {
         s: u32,
         ub: u64,
         sim: &dyn Simulator,
+        hint: Option<u64>,
     ) -> SweepRow {
         let req = Request {
             ctx: CtxRequest::Max,
@@ -1834,7 +1956,7 @@ impl Planner<'_> {
             solver_status: None,
             argv: Vec::new(),
         };
-        if let Ok(o) = self.plan(&req, sim) {
+        if let Ok(o) = self.plan_hinted(&req, sim, hint) {
             row.solver_status = Some(o.status.as_str().to_string());
             row.max_ctx = Some(o.plan.ctx.n_ctx);
             if self.rates.complete {
@@ -1871,27 +1993,37 @@ impl Planner<'_> {
         sim: &dyn Simulator,
         threads: usize,
     ) -> Vec<SweepRow> {
-        let mut combos = Vec::with_capacity(kv_types.len() * slots.len() * ubatch.len());
+        // One work item per KV type × slots: its micro-batches in order, each
+        // row's max-context search starting from the previous row's answer
+        // (neighbouring micro-batches differ by a few context steps; the
+        // answer is the same as from scratch, see `max_ctx_near`).
+        let mut groups = Vec::with_capacity(kv_types.len() * slots.len());
         for &kv in kv_types {
             for &s in slots {
-                for &ub in ubatch {
-                    combos.push((kv, s, ub));
-                }
+                groups.push((kv, s));
             }
         }
-        // Rows are independent: spread them over the cores, keep the order.
-        let threads = threads.clamp(1, combos.len().max(1));
-        if threads == 1 {
-            return combos
+        let group = |&(kv, s): &((GgmlType, GgmlType), u32)| {
+            let mut hint = None;
+            ubatch
                 .iter()
-                .map(|&(kv, s, ub)| self.sweep_row(base, kv, s, ub, sim))
-                .collect();
+                .map(|&ub| {
+                    let row = self.sweep_row(base, kv, s, ub, sim, hint);
+                    hint = row.max_ctx;
+                    row
+                })
+                .collect::<Vec<_>>()
+        };
+        // Groups are independent: spread them over the cores, keep the order.
+        let threads = threads.clamp(1, groups.len().max(1));
+        if threads == 1 {
+            return groups.iter().flat_map(group).collect();
         }
-        // Rows differ in cost (a large KV type or many slots re-plans more
-        // often): threads take the next row as they finish rather than a
+        // Groups differ in cost (a large KV type or many slots re-plans more
+        // often): threads take the next group as they finish rather than a
         // fixed share, and the rows go back in order.
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let mut done: Vec<(usize, SweepRow)> = Vec::with_capacity(combos.len());
+        let mut done: Vec<(usize, Vec<SweepRow>)> = Vec::with_capacity(groups.len());
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)
                 .map(|_| {
@@ -1899,10 +2031,10 @@ impl Planner<'_> {
                         let mut part = Vec::new();
                         loop {
                             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(&(kv, s, ub)) = combos.get(i) else {
+                            let Some(g) = groups.get(i) else {
                                 break;
                             };
-                            part.push((i, self.sweep_row(base, kv, s, ub, sim)));
+                            part.push((i, group(g)));
                         }
                         part
                     })
@@ -1917,7 +2049,7 @@ impl Planner<'_> {
             }
         });
         done.sort_unstable_by_key(|(i, _)| *i);
-        done.into_iter().map(|(_, r)| r).collect()
+        done.into_iter().flat_map(|(_, r)| r).collect()
     }
 }
 
