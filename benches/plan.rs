@@ -104,39 +104,28 @@ fn sweep_axes() -> (Vec<(GgmlType, GgmlType)>, Vec<u32>, [u64; 10]) {
 /// simulator; rows spread over all cores.
 #[divan::bench(sample_count = 5)]
 fn sweep_1000(bencher: divan::Bencher) {
-    let (_, hw) = setup();
-    let model = Model::load(&profile_path()).unwrap();
-    let (kv, slots, ubs) = sweep_axes();
-    bencher.bench(|| {
-        let p = Planner::new(&model, &hw, None).unwrap();
-        let rows = p.sweep(
-            &Request::default(),
-            &kv,
-            &slots,
-            &ubs,
-            &LlamaCppSimulator::default(),
-        );
-        assert_eq!(rows.len(), 1000);
-        rows
-    });
+    sweep_bench(bencher, None);
 }
 
 /// [`sweep_1000`] on one thread: the CPU time of a sweep.
 #[divan::bench(sample_count = 3)]
 fn sweep_1000_one_thread(bencher: divan::Bencher) {
+    sweep_bench(bencher, Some(1));
+}
+
+/// The 1,000-row sweep on `threads` threads (`None`: every core).
+fn sweep_bench(bencher: divan::Bencher, threads: Option<usize>) {
     let (_, hw) = setup();
     let model = Model::load(&profile_path()).unwrap();
     let (kv, slots, ubs) = sweep_axes();
+    let sim = LlamaCppSimulator::default();
     bencher.bench(|| {
         let p = Planner::new(&model, &hw, None).unwrap();
-        let rows = p.sweep_on(
-            &Request::default(),
-            &kv,
-            &slots,
-            &ubs,
-            &LlamaCppSimulator::default(),
-            1,
-        );
+        let req = Request::default();
+        let rows = match threads {
+            Some(n) => p.sweep_on(&req, &kv, &slots, &ubs, &sim, n),
+            None => p.sweep(&req, &kv, &slots, &ubs, &sim),
+        };
         assert_eq!(rows.len(), 1000);
         rows
     });
