@@ -1527,6 +1527,22 @@ mod tests {
         Model::load(&dir.join(file)).unwrap()
     }
 
+    /// Llama-3.1-8B Q8_0, its Llama-3.2-1B Q8_0 draft, the 8 GB laptop
+    /// preset and a 32k request.
+    fn laptop_llama_with_draft() -> (Model, Model, Hardware, Request) {
+        let (hw, _) = crate::hardware::presets::load_file_or_preset("laptop-rtx4060").unwrap();
+        let req = Request {
+            ctx: CtxRequest::Fixed(32768),
+            ..Request::default()
+        };
+        (
+            shipped("llama-3.1-8b-q8_0.toml"),
+            shipped("llama-3.2-1b-q8_0.toml"),
+            hw,
+            req,
+        )
+    }
+
     /// Llama-3.1-8B with its Llama-3.2-1B draft on the 8 GB laptop preset
     /// at 32k: the planner reserves the draft where it puts it, the exact
     /// simulator (which loads the draft too) agrees, and the draft on the
@@ -1535,13 +1551,7 @@ mod tests {
     #[test]
     fn draft_on_the_gpu_is_reserved_simulated_and_faster() {
         use crate::solver::exact::{LlamaCppDraftSimulator, LlamaCppSimulator};
-        let m = shipped("llama-3.1-8b-q8_0.toml");
-        let d = shipped("llama-3.2-1b-q8_0.toml");
-        let (hw, _) = crate::hardware::presets::load_file_or_preset("laptop-rtx4060").unwrap();
-        let req = Request {
-            ctx: CtxRequest::Fixed(32768),
-            ..Request::default()
-        };
+        let (m, d, hw, req) = laptop_llama_with_draft();
         let draft = DraftModel {
             model: &d,
             path: "d.gguf".into(),
@@ -1734,13 +1744,7 @@ mod tests {
     #[test]
     fn auto_draft_count_is_the_best_of_the_speed_model() {
         use crate::solver::exact::LlamaCppDraftSimulator;
-        let m = shipped("llama-3.1-8b-q8_0.toml");
-        let d = shipped("llama-3.2-1b-q8_0.toml");
-        let (hw, _) = crate::hardware::presets::load_file_or_preset("laptop-rtx4060").unwrap();
-        let req = Request {
-            ctx: CtxRequest::Fixed(32768),
-            ..Request::default()
-        };
+        let (m, d, hw, req) = laptop_llama_with_draft();
         let sim = LlamaCppDraftSimulator {
             opts: Default::default(),
             draft: &d,
