@@ -31,6 +31,22 @@ pub struct CtxConfig {
 }
 
 impl CtxConfig {
+    /// llama-server's defaults at `n_ctx` cells: one slot, `-ub 512`,
+    /// `-b 2048`, flash attention, f16 K and V (common/common.h
+    /// `common_params`).
+    pub fn llama_defaults(n_ctx: u64) -> CtxConfig {
+        CtxConfig {
+            n_ctx,
+            n_seq: 1,
+            kv_unified: false,
+            ubatch: 512,
+            batch: 2048,
+            flash_attn: true,
+            type_k: GgmlType::F16,
+            type_v: GgmlType::F16,
+        }
+    }
+
     /// Number of KV streams: 1 with a unified cache, else one per slot
     /// (`llama_context`: `n_stream = kv_unified ? 1 : n_seq_max`).
     pub fn n_stream(&self) -> u64 {
@@ -331,16 +347,7 @@ mod tests {
     use crate::solver::synthetic::{build, Spec};
 
     fn cfg(n_ctx: u64) -> CtxConfig {
-        CtxConfig {
-            n_ctx,
-            n_seq: 1,
-            kv_unified: false,
-            ubatch: 512,
-            batch: 2048,
-            flash_attn: true,
-            type_k: GgmlType::F16,
-            type_v: GgmlType::F16,
-        }
+        CtxConfig::llama_defaults(n_ctx)
     }
 
     #[test]

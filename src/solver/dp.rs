@@ -778,39 +778,16 @@ mod tests {
     use crate::gguf::GgmlType;
     use crate::solver::costs::{costs, CtxConfig};
     use crate::solver::layout::{memory, summary};
-    use crate::solver::speed::{predict, DeviceRates};
+    use crate::solver::speed::predict;
     use crate::solver::synthetic::{build, Spec};
     use proptest::prelude::*;
 
     fn cfg(n_ctx: u64) -> CtxConfig {
-        CtxConfig {
-            n_ctx,
-            n_seq: 1,
-            kv_unified: false,
-            ubatch: 512,
-            batch: 2048,
-            flash_attn: true,
-            type_k: GgmlType::F16,
-            type_v: GgmlType::F16,
-        }
+        CtxConfig::llama_defaults(n_ctx)
     }
 
     fn rates(bw: &[f64]) -> Rates {
-        Rates {
-            host_bandwidth_gbs: 60.0,
-            host_tflops: 1.0,
-            devices: bw
-                .iter()
-                .enumerate()
-                .map(|(i, &b)| DeviceRates {
-                    name: format!("CUDA{i}"),
-                    bandwidth_gbs: b,
-                    tflops: 80.0,
-                    link_gbs: 25.0,
-                })
-                .collect(),
-            complete: true,
-        }
+        Rates::uniform_for_tests(60.0, bw)
     }
 
     const GIB: u64 = 1 << 30;

@@ -269,22 +269,12 @@ mod tests {
         assert_eq!(d[32], Some(0));
     }
 
-    use crate::gguf::GgmlType;
     use crate::model::{Model, TensorClass, TensorGroup};
     use crate::solver::costs::{costs, CtxConfig};
     use crate::solver::synthetic::{build, Spec};
 
     fn plan_for(m: &Model, layer_dev: Vec<Option<usize>>, ffn_host: Vec<bool>) -> Plan {
-        let cfg = CtxConfig {
-            n_ctx: 4096,
-            n_seq: 1,
-            kv_unified: false,
-            ubatch: 512,
-            batch: 2048,
-            flash_attn: true,
-            type_k: GgmlType::F16,
-            type_v: GgmlType::F16,
-        };
+        let cfg = CtxConfig::llama_defaults(4096);
         Plan {
             layout: Layout {
                 layer_dev,

@@ -290,21 +290,11 @@ pub fn summary(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gguf::GgmlType;
     use crate::solver::costs::{costs, CtxConfig};
     use crate::solver::synthetic::{build, Spec};
 
     fn cfg() -> CtxConfig {
-        CtxConfig {
-            n_ctx: 16384,
-            n_seq: 1,
-            kv_unified: false,
-            ubatch: 512,
-            batch: 2048,
-            flash_attn: true,
-            type_k: GgmlType::F16,
-            type_v: GgmlType::F16,
-        }
+        CtxConfig::llama_defaults(16384)
     }
 
     #[test]

@@ -330,46 +330,22 @@ pub fn solve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gguf::GgmlType;
     use crate::solver::costs::{costs, CtxConfig};
     use crate::solver::dp;
     use crate::solver::layout::{memory, summary};
-    use crate::solver::speed::{predict, DeviceRates, Rates};
+    use crate::solver::speed::{predict, Rates};
     use crate::solver::synthetic::{build, Spec};
 
     const GIB: u64 = 1 << 30;
 
     fn rates(bw: &[f64]) -> Rates {
-        Rates {
-            host_bandwidth_gbs: 60.0,
-            host_tflops: 1.0,
-            devices: bw
-                .iter()
-                .enumerate()
-                .map(|(i, &b)| DeviceRates {
-                    name: format!("CUDA{i}"),
-                    bandwidth_gbs: b,
-                    tflops: 80.0,
-                    link_gbs: 25.0,
-                })
-                .collect(),
-            complete: true,
-        }
+        Rates::uniform_for_tests(60.0, bw)
     }
 
     #[test]
     fn milp_matches_or_beats_the_dp_on_a_hybrid_moe() {
         let m = build(&Spec::qwen3_next_like());
-        let cfg = CtxConfig {
-            n_ctx: 32768,
-            n_seq: 1,
-            kv_unified: false,
-            ubatch: 512,
-            batch: 2048,
-            flash_attn: true,
-            type_k: GgmlType::F16,
-            type_v: GgmlType::F16,
-        };
+        let cfg = CtxConfig::llama_defaults(32768);
         let c = costs(&m, &cfg);
         let r = rates(&[1000.0, 600.0]);
         let p = Problem {

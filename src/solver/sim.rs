@@ -109,16 +109,7 @@ fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, SimError> {
 
 fn parse(argv: &[String], n_ctx_train: u64) -> Result<Parsed, SimError> {
     let mut p = Parsed {
-        ctx: CtxConfig {
-            n_ctx: n_ctx_train,
-            n_seq: 1,
-            kv_unified: false,
-            ubatch: 512,
-            batch: 2048,
-            flash_attn: true,
-            type_k: GgmlType::F16,
-            type_v: GgmlType::F16,
-        },
+        ctx: CtxConfig::llama_defaults(n_ctx_train),
         ngl: None,
         devices: None,
         sm_none: false,

@@ -121,6 +121,27 @@ pub mod defaults {
 }
 
 impl Rates {
+    /// Test rates: the host at `host_bw` GB/s and 1 TFLOPS, GPUs `CUDA<i>`
+    /// at `bws[i]` GB/s, 80 TFLOPS and 25 GB/s links.
+    #[cfg(test)]
+    pub(crate) fn uniform_for_tests(host_bw: f64, bws: &[f64]) -> Rates {
+        Rates {
+            host_bandwidth_gbs: host_bw,
+            host_tflops: 1.0,
+            devices: bws
+                .iter()
+                .enumerate()
+                .map(|(i, &b)| DeviceRates {
+                    name: format!("CUDA{i}"),
+                    bandwidth_gbs: b,
+                    tflops: 80.0,
+                    link_gbs: 25.0,
+                })
+                .collect(),
+            complete: true,
+        }
+    }
+
     /// Rates of `hw`, defaults where the file has none.
     pub fn from_hardware(hw: &crate::hardware::Hardware) -> Rates {
         use defaults::*;
@@ -249,22 +270,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn rates(bws: &[f64]) -> Rates {
-        Rates {
-            host_bandwidth_gbs: 80.0,
-            host_tflops: 1.0,
-            devices: bws
-                .iter()
-                .enumerate()
-                .map(|(i, &b)| DeviceRates {
-                    name: format!("CUDA{i}"),
-                    bandwidth_gbs: b,
-                    tflops: 80.0,
-                    link_gbs: 25.0,
-                })
-                .collect(),
-            complete: true,
-        }
+    fn rates(bw: &[f64]) -> Rates {
+        Rates::uniform_for_tests(80.0, bw)
     }
 
     #[test]
