@@ -96,6 +96,30 @@ fn create_temp(dir: &Path, name: &str) -> io::Result<(PathBuf, File)> {
     ))
 }
 
+/// A TOML basic string with the escapes the spec requires (`"`, `\\`,
+/// U+0000–U+001F and U+007F), for the TOML files ggplan writes by hand to
+/// keep their layout (profiles, detected hardware files).
+pub fn toml_string(s: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -403,7 +403,7 @@ pub fn render(d: &Detected) -> String {
     }
     out.push('\n');
     if let Some(name) = &hw.name {
-        out.push_str(&format!("name = {}\n\n", toml_string(name)));
+        out.push_str(&format!("name = {}\n\n", crate::fsutil::toml_string(name)));
     }
     let h = &hw.host;
     out.push_str("[host]\n");
@@ -434,10 +434,16 @@ pub fn render(d: &Detected) -> String {
         if let Some(note) = d.device_notes.get(i) {
             out.push_str(&format!("# {note}\n"));
         }
-        out.push_str(&format!("name = {}\n", toml_string(&dev.name)));
-        out.push_str(&format!("kind = {}\n", toml_string(dev.kind.as_str())));
+        out.push_str(&format!(
+            "name = {}\n",
+            crate::fsutil::toml_string(&dev.name)
+        ));
+        out.push_str(&format!(
+            "kind = {}\n",
+            crate::fsutil::toml_string(dev.kind.as_str())
+        ));
         if let Some(m) = &dev.model {
-            out.push_str(&format!("model = {}\n", toml_string(m)));
+            out.push_str(&format!("model = {}\n", crate::fsutil::toml_string(m)));
         }
         out.push_str(&format!("memory_mib = {}\n", dev.memory_mib));
         out.push_str(&format!("reserved_mib = {}\n", dev.reserved_mib));
@@ -462,34 +468,15 @@ pub fn render(d: &Detected) -> String {
             out.push_str("unified = true\n");
         }
         if let Some(e) = &dev.endpoint {
-            out.push_str(&format!("endpoint = {}\n", toml_string(e)));
+            out.push_str(&format!("endpoint = {}\n", crate::fsutil::toml_string(e)));
         }
         if let Some(cc) = &dev.compute_capability {
             out.push_str(&format!(
                 "compute_capability = {}  # nvmlDeviceGetCudaComputeCapability\n",
-                toml_string(cc)
+                crate::fsutil::toml_string(cc)
             ));
         }
     }
-    out
-}
-
-/// A TOML basic string with the escapes the spec requires.
-fn toml_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
     out
 }
 

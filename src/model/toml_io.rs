@@ -10,6 +10,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::Deserialize;
+
+use crate::fsutil::toml_string as quote;
 use toml::Spanned;
 
 use super::{FileInfo, MetaValue, ModelError, ModelProfile, Provenance, TensorEntry};
@@ -35,27 +37,6 @@ struct RawProfile {
 /// `[name, type, dims, file, offset]`.
 #[derive(Deserialize)]
 struct RawTensor(String, String, Vec<u64>, u16, u64);
-
-/// TOML basic string with the escapes the spec requires.
-fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
 
 fn float(f: f64) -> String {
     if f.is_nan() {
