@@ -57,8 +57,7 @@ impl CtxParams {
         // n_draft = `common_speculative_n_max` of the --spec-type list), other
         // tools leave the API default 0 ⇒ n_batch.
         let n_outputs_max = if flags.tool == Tool::Server && build.server_limits_outputs() {
-            let n_draft = flags.n_draft();
-            n_batch.min(n_seq_max * (1 + n_draft))
+            n_batch.min(server_step_tokens(n_seq_max, flags.n_draft()))
         } else {
             n_batch
         };
@@ -99,6 +98,14 @@ impl CtxParams {
     pub fn pp_outputs(&self) -> u64 {
         self.pp_tokens().min(self.n_outputs_max)
     }
+}
+
+/// Tokens one llama-server step can put into a batch with speculative
+/// decoding: every slot's sampled token plus its `n_draft` drafted ones,
+/// `n_parallel·(1 + n_draft)` (server-context.cpp `server_output_limits`).
+/// The server reserves this many outputs and needs `-b` at least this large.
+pub fn server_step_tokens(n_parallel: u64, n_draft: u64) -> u64 {
+    n_parallel.max(1) * (1 + n_draft)
 }
 
 #[cfg(test)]

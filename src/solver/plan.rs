@@ -3,6 +3,7 @@
 //! and feed any overflow the simulator finds back into the capacities until
 //! the emitted flags are ones the simulator says fit.
 
+use crate::llamacpp::context::server_step_tokens;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -445,7 +446,7 @@ impl<'a> Planner<'a> {
             // outputs in the target's graph (server_output_limits).
             let t = cfg.pp_tokens();
             let outputs = t
-                .min(u64::from(cfg.n_seq.max(1)) * (1 + u64::from(d.n_max)))
+                .min(server_step_tokens(u64::from(cfg.n_seq), u64::from(d.n_max)))
                 .min(cfg.batch);
             c.output_act = super::costs::output_act(self.model, t, outputs);
         }
@@ -618,7 +619,7 @@ impl<'a> Planner<'a> {
     /// which keeps other slots' decoding responsive), then 4096, then `ub`.
     pub fn batch_candidates(&self, req: &Request, ub: u64) -> Vec<u64> {
         let n_draft = self.draft.as_ref().map_or(0, |d| u64::from(d.n_max));
-        let need = ub.max(u64::from(req.slots.max(1)) * (1 + n_draft));
+        let need = ub.max(server_step_tokens(u64::from(req.slots), n_draft));
         let mut out: Vec<u64> = [2048, 4096, ub]
             .into_iter()
             .filter(|&b| b >= need)
@@ -1004,7 +1005,7 @@ impl<'a> Planner<'a> {
             }
         }
         if let (Some(b), Some(d)) = (req.batch, &self.draft) {
-            let need = u64::from(req.slots.max(1)) * (1 + u64::from(d.n_max));
+            let need = server_step_tokens(u64::from(req.slots), u64::from(d.n_max));
             if b < need {
                 return Err(PlanError::BadRequest(format!(
                     "-b {b} is below -np × (1 + draft tokens) = {need}: llama-server puts every slot's drafted tokens into one batch"
