@@ -82,19 +82,38 @@ pub fn check_cache_types(model: &Model, flags: &Flags, ctx: &CtxParams) -> Resul
 }
 
 /// The cache layout for a model and context.
+/// Cells of one stream of a sliding-window cache (without `--swa-full`):
+/// llama_kv_cache_iswa's ctor, `size_swa = PAD(min(size_base, n_swa·(unified
+/// ? n_seq_max : 1) + n_ubatch), pad)`.
+pub fn swa_cells(
+    n_ctx_seq: u64,
+    window: u64,
+    kv_unified: bool,
+    n_seq_max: u64,
+    n_ubatch: u64,
+    pad: u64,
+) -> u64 {
+    let per = if kv_unified { n_seq_max } else { 1 };
+    n_ctx_seq.min(window * per + n_ubatch).div_ceil(pad) * pad
+}
+
 pub fn layout(model: &Model, ctx: &CtxParams, flags: &Flags, build: LlamaBuild) -> KvLayout {
     let swa_window = model.blocks.iter().find_map(|b| match b.attention {
         AttentionKind::Swa { window } => Some(u64::from(window)),
         _ => None,
     });
-    // llama_kv_cache_iswa ctor: size_swa = PAD(min(size_base, n_swa·(unified ? S : 1) + n_ubatch), 256).
     let cells_swa = swa_window.map(|w| {
         if flags.swa_full {
             ctx.n_ctx_seq
         } else {
-            let per = if ctx.kv_unified { ctx.n_seq_max } else { 1 };
-            let p = build.ctx_pad();
-            (ctx.n_ctx_seq.min(w * per + ctx.n_ubatch)).div_ceil(p) * p
+            swa_cells(
+                ctx.n_ctx_seq,
+                w,
+                ctx.kv_unified,
+                ctx.n_seq_max,
+                ctx.n_ubatch,
+                build.ctx_pad(),
+            )
         }
     });
     // n_embd_v_gqa_max: V transposed (FA off) and widths differ across layers.

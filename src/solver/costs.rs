@@ -9,7 +9,6 @@
 
 use crate::gguf::GgmlType;
 use crate::model::{AttentionKind, Model, TensorClass, TensorGroup};
-use crate::units::pad;
 
 /// The context-side choices of a plan (everything but placement).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -274,16 +273,12 @@ pub fn at_context(model: &Model, weights: &Costs, cfg: &CtxConfig) -> Costs {
             // llama_kv_cache: n_stream × n_ctx_seq cells (SWA: window + ubatch, padded to 256).
             let (cells_total, cells_seq) = match b.attention {
                 AttentionKind::Swa { window } => {
-                    let per = pad(
-                        n_ctx_seq.min(
-                            u64::from(window)
-                                * if cfg.kv_unified {
-                                    u64::from(cfg.n_seq)
-                                } else {
-                                    1
-                                }
-                                + cfg.ubatch,
-                        ),
+                    let per = crate::llamacpp::kv::swa_cells(
+                        n_ctx_seq,
+                        u64::from(window),
+                        cfg.kv_unified,
+                        u64::from(cfg.n_seq),
+                        cfg.ubatch,
                         256,
                     );
                     (n_stream * per, u64::from(window).min(n_ctx_seq))
