@@ -501,19 +501,40 @@ impl<'a> Planner<'a> {
         caps: &(Vec<u64>, u64),
         req: &Request,
     ) -> Option<(Layout, Status, f64)> {
+        self.solve_with(cfg, caps, req, None)
+    }
+
+    /// [`Self::solve`], given `comb_known`: the host-FFN DP's layout at
+    /// exactly this configuration and capacities, if already computed.
+    fn solve_with(
+        &self,
+        cfg: &CtxConfig,
+        caps: &(Vec<u64>, u64),
+        req: &Request,
+        comb_known: Option<Layout>,
+    ) -> Option<(Layout, Status, f64)> {
         let t0 = Instant::now();
         let caps = &self.reserve(cfg, caps, req)?;
         let order = self.order_of(req);
         let c = self.costs(cfg);
         let ub = cfg.pp_tokens();
+        let moves = req.allow_ffn_host && c.movable.is_some();
+        // One set of DP tables for the pure, host-FFN and lower-bound DPs
+        // (they differ only in `allow_ffn_host`), one for the tie-breaks.
+        let pure_p = self.problem(&c, cfg, caps, false, order);
+        let mut tables = dp::Prepared::new(&pure_p);
         // The pure DP's value is also half of the lower bound below.
-        let (pure, pure_value) = match dp::solve_valued(&self.problem(&c, cfg, caps, false, order))
-        {
+        let (pure, pure_value) = match dp::solve_valued_on(&pure_p, &mut tables) {
             Some((l, v)) => (Some(l), Some(v)),
             None => (None, None),
         };
-        let comb = if req.allow_ffn_host && c.movable.is_some() {
-            dp::solve(&self.problem(&c, cfg, caps, true, order))
+        let comb_p = Problem {
+            allow_ffn_host: true,
+            ..pure_p.clone()
+        };
+        let comb = if moves {
+            // The max-context search may have run this very DP already.
+            comb_known.or_else(|| dp::solve_on(&comb_p, &mut tables))
         } else {
             None
         };
@@ -523,15 +544,20 @@ impl<'a> Planner<'a> {
         // The same DPs with prefill as a small secondary term: where decode
         // ties (the host and a unified iGPU read one memory pool at one
         // bandwidth) they prefer the place that processes prompts faster.
-        let tie = |allow: bool| {
-            dp::solve(&Problem {
-                prefill_weight: PREFILL_TIE_WEIGHT,
-                ..self.problem(&c, cfg, caps, allow, order)
-            })
+        let pure_tie_p = Problem {
+            prefill_weight: PREFILL_TIE_WEIGHT,
+            ..pure_p.clone()
         };
-        let pure_tie = tie(false);
-        let comb_tie = if req.allow_ffn_host && c.movable.is_some() {
-            tie(true)
+        let mut tie_tables = dp::Prepared::new(&pure_tie_p);
+        let pure_tie = dp::solve_on(&pure_tie_p, &mut tie_tables);
+        let comb_tie = if moves {
+            dp::solve_on(
+                &Problem {
+                    allow_ffn_host: true,
+                    ..pure_tie_p
+                },
+                &mut tie_tables,
+            )
         } else {
             None
         };
@@ -565,7 +591,7 @@ impl<'a> Planner<'a> {
         if !exact && req.solver != SolverChoice::Milp {
             if let (true, Some(lb)) = (
                 best.is_some(),
-                dp::lower_bound_given_pure(&self.problem(&c, cfg, caps, true, order), pure_value),
+                dp::lower_bound_given_pure_on(&comb_p, &mut tables, pure_value),
             ) {
                 let t = &t_opt;
                 if *t <= lb * (1.0 + 1e-9) {
@@ -675,6 +701,19 @@ impl<'a> Planner<'a> {
         self.max_ctx_from(req, ub, fa, kv, caps, None)
     }
 
+    /// The max-context searches' test at `k` context steps, for
+    /// [`Self::max_ctx_near_by`] and [`Self::max_ctx_from_by`].
+    fn fits_fn<'s>(
+        &'s self,
+        req: &'s Request,
+        ub: u64,
+        fa: bool,
+        kv: (GgmlType, GgmlType),
+        caps: &'s (Vec<u64>, u64),
+    ) -> impl FnMut(u64) -> bool + 's {
+        move |k| self.fits_at(req, ub, fa, kv, caps, k).is_some()
+    }
+
     /// [`Self::max_ctx`] starting from a guess `hint` (no bound on the
     /// answer, unlike `known` in [`Self::max_ctx_from`]): probe the hint and
     /// the step above it, gallop up or down with a doubling stride until the
@@ -682,6 +721,7 @@ impl<'a> Planner<'a> {
     /// `fits` has one boundary and this finds the same context as the full
     /// bisection; with a neighbouring row's answer as the hint that takes a
     /// few solves instead of ~log2(n_ctx_train/step).
+    #[cfg(test)]
     fn max_ctx_near(
         &self,
         req: &Request,
@@ -691,15 +731,36 @@ impl<'a> Planner<'a> {
         caps: &(Vec<u64>, u64),
         hint: Option<u64>,
     ) -> Option<u64> {
-        let Some(hint) = hint else {
-            return self.max_ctx(req, ub, fa, kv, caps);
-        };
         let step = ctx_step(req.slots, req.kv_unified);
-        let hi_k = (self.model.hparams.n_ctx_train / step).max(1);
+        Self::max_ctx_near_by(
+            step,
+            self.max_ctx_steps(step),
+            hint,
+            self.fits_fn(req, ub, fa, kv, caps),
+        )
+    }
+
+    /// The training context in context steps (at least one): the largest
+    /// context a max-context search returns.
+    fn max_ctx_steps(&self, step: u64) -> u64 {
+        (self.model.hparams.n_ctx_train / step).max(1)
+    }
+
+    /// [`Self::max_ctx_near`] over any test `fits(k)` (k context steps, at
+    /// most `hi_k`; true below a boundary, false above).
+    fn max_ctx_near_by(
+        step: u64,
+        hi_k: u64,
+        hint: Option<u64>,
+        mut fits: impl FnMut(u64) -> bool,
+    ) -> Option<u64> {
+        let Some(hint) = hint else {
+            return Self::max_ctx_from_by(step, hi_k, None, fits);
+        };
         let h = (hint / step).clamp(1, hi_k);
-        if !self.fits_at(req, ub, fa, kv, caps, h) {
+        if !fits(h) {
             // Below the hint: the same downward search as from a known bound.
-            return self.max_ctx_from(req, ub, fa, kv, caps, Some(h * step));
+            return Self::max_ctx_from_by(step, hi_k, Some(h * step), fits);
         }
         // `h` fits: gallop up until something does not.
         let mut lo = h;
@@ -710,7 +771,7 @@ impl<'a> Planner<'a> {
                 return Some(lo * step);
             }
             let k = (lo + stride).min(hi_k);
-            if self.fits_at(req, ub, fa, kv, caps, k) {
+            if fits(k) {
                 lo = k;
                 stride *= 2;
             } else {
@@ -721,7 +782,7 @@ impl<'a> Planner<'a> {
         debug_assert!(hi > lo);
         while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2;
-            if self.fits_at(req, ub, fa, kv, caps, mid) {
+            if fits(mid) {
                 lo = mid;
             } else {
                 hi = mid;
@@ -732,6 +793,9 @@ impl<'a> Planner<'a> {
 
     /// Whether some placement fits at `k` context steps (the max-context
     /// searches' test): the DP with host FFNs where allowed, then without.
+    /// `Some(l)`: it fits, and `l` is the host-FFN DP's layout when that DP
+    /// ran and fits — the same DP [`Self::solve`] runs at that context,
+    /// which it then need not run again (`None`: fits otherwise).
     fn fits_at(
         &self,
         req: &Request,
@@ -740,18 +804,22 @@ impl<'a> Planner<'a> {
         kv: (GgmlType, GgmlType),
         caps: &(Vec<u64>, u64),
         k: u64,
-    ) -> bool {
+    ) -> Option<Option<Layout>> {
         let step = ctx_step(req.slots, req.kv_unified);
         let cfg = self.config(k * step, req, ub, fa, kv);
-        let Some(caps) = &self.reserve(&cfg, caps, req) else {
-            return false;
-        };
+        let caps = &self.reserve(&cfg, caps, req)?;
         let order = self.order_of(req);
         let c = self.costs(&cfg);
-        let ok = |l: Option<Layout>| l.is_some_and(|l| self.fits(&c, &l, caps, cfg.pp_tokens()));
+        let ok = |l: &Option<Layout>| {
+            l.as_ref()
+                .is_some_and(|l| self.fits(&c, l, caps, cfg.pp_tokens()))
+        };
         let comb = req.allow_ffn_host && c.movable.is_some();
-        ok(dp::solve(&self.problem(&c, &cfg, caps, comb, order)))
-            || (comb && ok(dp::solve(&self.problem(&c, &cfg, caps, false, order))))
+        let first = dp::solve(&self.problem(&c, &cfg, caps, comb, order));
+        if ok(&first) {
+            return Some(if comb { first } else { None });
+        }
+        (comb && ok(&dp::solve(&self.problem(&c, &cfg, caps, false, order)))).then_some(None)
     }
 
     /// [`Self::max_ctx`], given the answer `known` at capacities no smaller
@@ -770,8 +838,22 @@ impl<'a> Planner<'a> {
         known: Option<u64>,
     ) -> Option<u64> {
         let step = ctx_step(req.slots, req.kv_unified);
-        let hi_k = (self.model.hparams.n_ctx_train / step).max(1);
-        let fits = |k: u64| self.fits_at(req, ub, fa, kv, caps, k);
+        Self::max_ctx_from_by(
+            step,
+            self.max_ctx_steps(step),
+            known,
+            self.fits_fn(req, ub, fa, kv, caps),
+        )
+    }
+
+    /// [`Self::max_ctx_from`] over any test `fits(k)` (see
+    /// [`Self::max_ctx_near_by`]).
+    fn max_ctx_from_by(
+        step: u64,
+        hi_k: u64,
+        known: Option<u64>,
+        mut fits: impl FnMut(u64) -> bool,
+    ) -> Option<u64> {
         let (mut lo, mut hi);
         if let Some(h) = known.map(|n| (n / step).clamp(1, hi_k)) {
             if fits(h) {
@@ -1117,6 +1199,7 @@ impl<'a> Planner<'a> {
             for &kv in &req.kv_types {
                 for &fa in &req.flash_attn {
                     for &ub in &req.ubatch {
+                        let mut comb_at: Option<(u64, Option<Layout>)> = None;
                         let n_ctx = match req.ctx {
                             CtxRequest::Fixed(n) => {
                                 round_up(n, ctx_step(req.slots, req.kv_unified))
@@ -1124,13 +1207,24 @@ impl<'a> Planner<'a> {
                             CtxRequest::Max => {
                                 let prev = known.get(i).copied();
                                 i += 1;
+                                let step = ctx_step(req.slots, req.kv_unified);
+                                let hi_k = self.max_ctx_steps(step);
+                                // The answer is the last context that fit:
+                                // keep its host-FFN DP layout for `solve`.
+                                let fits = |k: u64| match self.fits_at(req, ub, fa, kv, caps, k) {
+                                    Some(l) => {
+                                        comb_at = Some((k * step, l));
+                                        true
+                                    }
+                                    None => false,
+                                };
                                 let n = match prev {
                                     // Did not fit at larger capacities: nor here.
                                     Some(None) => None,
                                     Some(Some(n)) => {
-                                        self.max_ctx_from(req, ub, fa, kv, caps, Some(n))
+                                        Self::max_ctx_from_by(step, hi_k, Some(n), fits)
                                     }
-                                    None => self.max_ctx_near(req, ub, fa, kv, caps, hint),
+                                    None => Self::max_ctx_near_by(step, hi_k, hint, fits),
                                 };
                                 match known.get_mut(i - 1) {
                                     Some(slot) => *slot = n,
@@ -1143,7 +1237,9 @@ impl<'a> Planner<'a> {
                             }
                         };
                         let cfg = self.config(n_ctx, req, ub, fa, kv);
-                        let Some((layout, status, t)) = self.solve(&cfg, caps, req) else {
+                        let comb = comb_at.take().filter(|a| a.0 == n_ctx).and_then(|a| a.1);
+                        let Some((layout, status, t)) = self.solve_with(&cfg, caps, req, comb)
+                        else {
                             continue;
                         };
                         ms += t;
