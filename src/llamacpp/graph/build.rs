@@ -696,7 +696,7 @@ impl<'a> Builder<'a> {
             let argsort = self.other(4 * ne * t, &[selection]);
             let sel = self.view(argsort);
             let mut wts = self.other(4 * nu * t, &[probs, sel]);
-            let (norm_w, scale_w) = self.moe_weight_ops();
+            let (norm_w, scale_w) = self.lookup.moe_ops;
             if norm_w {
                 // sum_rows of the reshaped weights, clamp (in place), div:
                 // the div's parents are a view and the [1, T] sum, so it
@@ -776,29 +776,6 @@ impl<'a> Builder<'a> {
             x,
             t,
         ))
-    }
-
-    /// build_moe_ffn's `norm_w` and `w_scale` as each arch's builder passes
-    /// them (src/models/*.cpp): qwen3moe / qwen3next / qwen35moe and llama
-    /// (Mixtral) normalise unconditionally, qwen2moe and gpt-oss never, the
-    /// rest (deepseek2, glm4moe, nemotron_h_moe …) follow
-    /// `<arch>.expert_weights_norm`; the weights are scaled when
-    /// `<arch>.expert_weights_scale` is neither 0 nor 1 (llama passes 0).
-    fn moe_weight_ops(&self) -> (bool, bool) {
-        let p = &self.model.profile;
-        let norm = match p.arch.as_str() {
-            "qwen3moe" | "qwen3next" | "qwen35moe" | "qwen3vlmoe" | "llama" => true,
-            "qwen2moe" | "gpt-oss" => false,
-            _ => p
-                .arch_meta("expert_weights_norm")
-                .and_then(|v| v.as_u64())
-                .is_some_and(|v| v != 0),
-        };
-        let scale = p.arch != "llama"
-            && p.arch_meta("expert_weights_scale")
-                .and_then(|v| v.as_f64())
-                .is_some_and(|w| w != 0.0 && w != 1.0);
-        (norm, scale)
     }
 
     /// up, gate, glu (not in place), down.

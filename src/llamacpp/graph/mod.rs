@@ -255,6 +255,8 @@ const SCHED_MAX_COPIES: u64 = 4;
 pub struct Lookup<'a> {
     global: Names<'a>,
     layers: Vec<Vec<(&'a str, usize)>>,
+    /// [`Lookup::moe_weight_ops`] of the model (read per MoE layer per graph).
+    moe_ops: (bool, bool),
 }
 
 /// Full tensor names → position in `model.tensors`. The builders look up a
@@ -300,6 +302,33 @@ impl<'a> Lookup<'a> {
                 global.other.push((name, i));
             }
         }
-        Lookup { global, layers }
+        Lookup {
+            global,
+            layers,
+            moe_ops: Self::moe_weight_ops(model),
+        }
+    }
+
+    /// build_moe_ffn's `norm_w` and `w_scale` as each arch's builder passes
+    /// them (src/models/*.cpp): qwen3moe / qwen3next / qwen35moe and llama
+    /// (Mixtral) normalise unconditionally, qwen2moe and gpt-oss never, the
+    /// rest (deepseek2, glm4moe, nemotron_h_moe …) follow
+    /// `<arch>.expert_weights_norm`; the weights are scaled when
+    /// `<arch>.expert_weights_scale` is neither 0 nor 1 (llama passes 0).
+    fn moe_weight_ops(model: &Model) -> (bool, bool) {
+        let p = &model.profile;
+        let norm = match p.arch.as_str() {
+            "qwen3moe" | "qwen3next" | "qwen35moe" | "qwen3vlmoe" | "llama" => true,
+            "qwen2moe" | "gpt-oss" => false,
+            _ => p
+                .arch_meta("expert_weights_norm")
+                .and_then(|v| v.as_u64())
+                .is_some_and(|v| v != 0),
+        };
+        let scale = p.arch != "llama"
+            && p.arch_meta("expert_weights_scale")
+                .and_then(|v| v.as_f64())
+                .is_some_and(|w| w != 0.0 && w != 1.0);
+        (norm, scale)
     }
 }
