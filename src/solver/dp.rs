@@ -815,6 +815,9 @@ fn run_on(p: &Problem, pre: &mut Prepared, relaxed: bool) -> Option<(Layout, f64
     };
     for k in (0..nd).rev() {
         let after = suffix_min(&g[k + 1]);
+        // Ranges ending before the next device's first finite entry cannot
+        // be continued (all of them, for the last device).
+        let j0 = g[k + 1].iter().position(|v| v.is_finite()).unwrap_or(n + 1);
         let mono = monotone(k);
         for i in 0..=n {
             let mut best = g[k + 1][i];
@@ -828,7 +831,10 @@ fn run_on(p: &Problem, pre: &mut Prepared, relaxed: bool) -> Option<(Layout, f64
                     }
                 }
             }
-            for j in i + 1..=n {
+            for j in (i + 1).max(j0)..=n {
+                if after[j].is_infinite() {
+                    break;
+                }
                 let rest = g[k + 1][j];
                 if rest.is_infinite() {
                     continue;
@@ -889,6 +895,10 @@ fn run_on(p: &Problem, pre: &mut Prepared, relaxed: bool) -> Option<(Layout, f64
         let top = |b: &Option<(f64, usize, usize, Choice)>| b.map_or(f64::INFINITY, |b| b.0);
         for k0 in 0..nd {
             let after = &afters[k0];
+            let j0 = g[k0 + 1]
+                .iter()
+                .position(|v| v.is_finite())
+                .unwrap_or(n + 1);
             let mono = monotone(k0);
             let h = head(p, t, k0, n_cpu, n, true, reserve);
             if lb_of(k0, n_cpu, n, h).is_some_and(|lb| lb < prune(top(&best), cpu_t)) {
@@ -898,7 +908,10 @@ fn run_on(p: &Problem, pre: &mut Prepared, relaxed: bool) -> Option<(Layout, f64
                     }
                 }
             }
-            for j in n_cpu + 1..=n {
+            for j in (n_cpu + 1).max(j0)..=n {
+                if after[j].is_infinite() {
+                    break;
+                }
                 let rest = g[k0 + 1][j];
                 if rest.is_infinite() {
                     continue;
