@@ -22,14 +22,22 @@ pub struct OverridePattern {
     source: String,
     /// Shared with every other `OverridePattern` of the same source, so the
     /// lazy DFA's cache stays warm across simulations.
-    re: Arc<Regex>,
+    re: Arc<Compiled>,
+}
+
+#[derive(Debug)]
+struct Compiled {
+    re: Regex,
+    /// Byte strings one of which every matching name contains (see
+    /// [`required_pieces`]); `None`: no such set is known.
+    need: Option<Vec<Vec<u8>>>,
 }
 
 /// Compiled patterns by source. The planner re-parses the argv it emits for
 /// every exact-simulator check (thousands per `--sweep`), with a handful of
 /// distinct `-ot` patterns: compiling each once keeps regex compilation off
 /// the profile. Bounded so a long-lived process cannot grow it without end.
-static COMPILED: OnceLock<Mutex<HashMap<String, Arc<Regex>>>> = OnceLock::new();
+static COMPILED: OnceLock<Mutex<HashMap<String, Arc<Compiled>>>> = OnceLock::new();
 const COMPILED_MAX: usize = 1024;
 
 impl OverridePattern {
@@ -62,7 +70,7 @@ impl OverridePattern {
         })
     }
 
-    fn compile(pattern: &str) -> Result<Regex, FlagError> {
+    fn compile(pattern: &str) -> Result<Compiled, FlagError> {
         check_dialect(pattern).map_err(|reason| FlagError::Pattern {
             pattern: pattern.to_string(),
             reason,
@@ -76,18 +84,22 @@ impl OverridePattern {
         // up; on `--n-cpu-moe`'s per-layer patterns it halves the matching.
         // Prefilters only speed up a search: what matches is the same.
         let few_branches = pattern.bytes().filter(|&c| c == b'|').count() <= 4;
-        // unicode(false): `\d`, `\w`, `\s` and `.` are ASCII/byte based, as in
-        // std::regex over std::string.
         let config = Regex::config()
             .nfa_size_limit(Some(10 * (1 << 20)))
             .hybrid_cache_capacity(2 * (1 << 20))
             .match_kind(MatchKind::LeftmostFirst)
             .utf8_empty(false)
             .auto_prefilter(few_branches);
+        // Parsed once, for the engine and for the prefilter's literals.
+        let hir =
+            syntax::parse_with(pattern, &syntax_config()).map_err(|e| FlagError::Pattern {
+                pattern: pattern.to_string(),
+                // regex::Error's wording: the syntax error's own.
+                reason: e.to_string(),
+            })?;
         let re = Regex::builder()
             .configure(config)
-            .syntax(syntax::Config::new().unicode(false).utf8(false))
-            .build(pattern)
+            .build_from_hir(&hir)
             .map_err(|e| FlagError::Pattern {
                 pattern: pattern.to_string(),
                 // regex::Error's wording for the same failures.
@@ -99,7 +111,10 @@ impl OverridePattern {
                     (None, None) => e.to_string(),
                 },
             })?;
-        Ok(re)
+        Ok(Compiled {
+            re,
+            need: required_pieces(&hir),
+        })
     }
 
     pub fn source(&self) -> &str {
@@ -108,8 +123,82 @@ impl OverridePattern {
 
     /// `std::regex_search`: a match anywhere in the name.
     pub fn is_match(&self, name: &str) -> bool {
-        self.re.is_match(name.as_bytes())
+        let name = name.as_bytes();
+        // Most names of a model contain none of the pieces every match
+        // needs (a layer's attention and norm tensors against an experts
+        // pattern): rejecting them with a substring search is several times
+        // cheaper than running the DFA over the name.
+        if let Some(need) = &self.re.need {
+            if !need.iter().any(|p| contains(name, p)) {
+                return false;
+            }
+        }
+        self.re.re.is_match(name)
     }
+}
+
+/// Pieces one of which every match of `pattern` contains: regex-syntax's
+/// suffix literals (every match ends with one of them, the contract behind
+/// the regex engines' own reverse-suffix search), each cut to its last
+/// [`PIECE`] bytes (a suffix of a suffix is still in the match) and
+/// deduplicated. A match of a concatenation ends with a
+/// match of its last parts, so the literals come from the shortest tail of
+/// the top-level concatenation that gives some: extracting from the whole
+/// of the planner's `blk\.(…|…)\.ffn_…` patterns would cross the layer
+/// alternation into hundreds of literals (most of a compile) only to be cut
+/// back to the same piece. `None` where no tail gives a finite set of
+/// non-empty literals (then every name could match).
+fn required_pieces(hir: &regex_syntax::hir::Hir) -> Option<Vec<Vec<u8>>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    use regex_syntax::hir::{Hir, HirKind};
+    let pieces = |h: &Hir| -> Option<Vec<Vec<u8>>> {
+        let seq = Extractor::new()
+            .kind(ExtractKind::Suffix)
+            .limit_total(32)
+            .extract(h);
+        let lits = seq.literals()?;
+        if lits.is_empty() || lits.iter().any(|l| l.as_bytes().is_empty()) {
+            return None;
+        }
+        let mut out: Vec<Vec<u8>> = lits
+            .iter()
+            .map(|l| {
+                let b = l.as_bytes();
+                b[b.len().saturating_sub(PIECE)..].to_vec()
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        Some(out)
+    };
+    match hir.kind() {
+        HirKind::Concat(parts) => {
+            (1..=parts.len()).find_map(|k| pieces(&Hir::concat(parts[parts.len() - k..].to_vec())))
+        }
+        _ => pieces(hir),
+    }
+}
+
+/// The longest piece [`required_pieces`] keeps.
+const PIECE: usize = 4;
+
+/// Whether `piece` occurs in `name`. Names are ~30 bytes: comparing each
+/// 4-byte window as one word (pieces are at most [`PIECE`] = 4 bytes) is
+/// cheaper than setting up a vectorised substring search per name.
+fn contains(name: &[u8], piece: &[u8]) -> bool {
+    if let Ok(word) = <[u8; 4]>::try_from(piece) {
+        let word = u32::from_ne_bytes(word);
+        return name
+            .windows(4)
+            .any(|w| u32::from_ne_bytes([w[0], w[1], w[2], w[3]]) == word);
+    }
+    name.windows(piece.len().max(1)).any(|w| w == piece) || piece.is_empty()
+}
+
+/// The syntax settings of every `-ot` pattern: unicode(false) makes `\d`,
+/// `\w`, `\s` and `.` ASCII/byte based, as in std::regex over std::string.
+fn syntax_config() -> syntax::Config {
+    syntax::Config::new().unicode(false).utf8(false)
 }
 
 /// Reject syntax that ECMAScript and the `regex` crate read differently (or
@@ -288,6 +377,79 @@ mod tests {
             .to_string();
         assert!(e.contains(&r), "{e} vs {r}");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// The substring prefilter never rejects a name the regex matches:
+        /// patterns built from tensor-name pieces, alternations, optional
+        /// and repeated parts and anchors, against model-like names.
+        #[test]
+        fn prefilter_keeps_every_match(
+            parts in proptest::collection::vec(0usize..PIECES.len(), 1..7),
+            alt in proptest::collection::vec(0usize..PIECES.len(), 0..4),
+            names in proptest::collection::vec((0usize..NAMES.len(), 0u32..64), 1..24),
+        ) {
+            let mut p: String = parts.iter().map(|&i| PIECES[i]).collect();
+            if !alt.is_empty() {
+                let other: String = alt.iter().map(|&i| PIECES[i]).collect();
+                p = format!("({p}|{other})");
+            }
+            let Ok(ours) = OverridePattern::new(&p) else {
+                return Ok(());
+            };
+            let theirs = regex::bytes::RegexBuilder::new(&p).unicode(false).build().unwrap();
+            for (i, il) in names {
+                let n = NAMES[i].replace('N', &il.to_string());
+                proptest::prop_assert_eq!(ours.is_match(&n), theirs.is_match(n.as_bytes()), "{} on {}", p, n);
+            }
+        }
+    }
+
+    const PIECES: &[&str] = &[
+        "blk",
+        "\\.",
+        "[0-9]",
+        "1[0-5]",
+        "(2[0-9]|3[0-1])",
+        "\\d+",
+        "ffn_",
+        "(up|down|gate|gate_up)",
+        "_",
+        "(ch|)",
+        "exps",
+        "attn_",
+        "(q|k|v)",
+        "norm",
+        "weight",
+        "$",
+        "^",
+        ".*",
+        "x?",
+        "s+",
+        "e",
+        "(a|)",
+        "[a-z]+",
+        "shexp",
+        "output",
+    ];
+
+    const NAMES: &[&str] = &[
+        "blk.N.ffn_up_exps.weight",
+        "blk.N.ffn_gate_up_exps.weight",
+        "blk.N.ffn_down_chexps.weight",
+        "blk.N.ffn_down_exps.bias",
+        "blk.N.ffn_up_shexp.weight",
+        "blk.N.ffn_gate_inp.weight",
+        "blk.N.attn_q.weight",
+        "blk.N.attn_k_norm.weight",
+        "blk.N.ssm_a",
+        "output.weight",
+        "output_norm.weight",
+        "token_embd.weight",
+        "blk.N.exps",
+        "e",
+        "",
+    ];
 
     #[test]
     fn dialect_differences_are_refused() {
