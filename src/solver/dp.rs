@@ -267,13 +267,16 @@ fn tables(p: &Problem) -> Tables {
     let move_w: Vec<_> = (0..p.order.len())
         .map(|k| weights_at(p, &groups, k))
         .collect();
-    let mut peak = vec![0u64; (n + 1) * (n + 1)];
-    for i in 0..n {
+    // Row by row, every entry written once (no zero fill of the whole
+    // table first).
+    let mut peak = Vec::with_capacity((n + 1) * (n + 1));
+    for i in 0..=n {
+        peak.resize(peak.len() + i + 1, 0);
         let mut m = 0;
-        for j in i + 1..=n {
-            m = m.max(c.layers[j - 1].act_peak);
-            peak[i * (n + 1) + j] = m;
-        }
+        peak.extend(c.layers[i..].iter().map(|l| {
+            m = m.max(l.act_peak);
+            m
+        }));
     }
     Tables {
         n,

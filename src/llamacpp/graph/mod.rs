@@ -159,7 +159,12 @@ pub struct ComputeInput<'a> {
 /// max of both.
 pub fn compute(input: &ComputeInput) -> ComputeResult {
     let lookup = Lookup::new(input.model);
-    let mut scratch = Scratch::default();
+    // The node list (thousands of nodes) keeps its capacity from one
+    // simulation to the next on this thread: a planner checks thousands.
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+    }
+    let mut scratch = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
     // llama_context::resolve_fused_ops: with -fa auto, a probe graph (one
     // token per sequence) is reserved and flash attention is turned off if
     // the scheduler put any FLASH_ATTN_EXT node on another device than its
@@ -209,6 +214,7 @@ pub fn compute(input: &ComputeInput) -> ComputeResult {
     // split count: every activation scales with the batch, so its buffers
     // never exceed the prompt graph's.
     let tg = simulate(input, &lookup, s, s, false, &mut scratch);
+    SCRATCH.with(|s| *s.borrow_mut() = scratch);
     ComputeResult {
         device_bytes: pp
             .device_bytes
@@ -285,7 +291,12 @@ impl<'a> Lookup<'a> {
             other: Vec::new(),
             blocks: Vec::with_capacity(model.tensors.len()),
         };
-        let mut layers: Vec<Vec<(&str, usize)>> = vec![Vec::new(); model.blocks.len()];
+        // Sized up front: growing each layer's list one tensor at a time was
+        // most of building this table, once per simulation.
+        let per_layer = model.tensors.len() / model.blocks.len().max(1) + 4;
+        let mut layers: Vec<Vec<(&str, usize)>> = (0..model.blocks.len())
+            .map(|_| Vec::with_capacity(per_layer))
+            .collect();
         for (i, t) in model.tensors.iter().enumerate() {
             let name = model.profile.tensors[t.index].name.as_str();
             if let Some(rest) = name.strip_prefix("blk.") {
