@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::costs::Costs;
 use super::flags::{argv, llama_layer_devices, Plan};
 use super::layout::{memory, Layout};
-use super::plan::Planner;
+use super::plan::{DraftPlace, Planner};
 use super::sim::{SimReport, Simulator};
 use super::speed::Prediction;
 use crate::llamacpp::{device, fit, Flags, Options};
@@ -188,7 +188,18 @@ pub fn ngl_layout(p: &Planner, c: &Costs, ub: u64, caps: &[u64]) -> Layout {
 pub fn baselines(p: &Planner, plan: &Plan, margin: Bytes, sim: &dyn Simulator) -> Vec<Baseline> {
     let c = p.costs(&plan.ctx);
     let ub = plan.ctx.pp_tokens();
-    let (caps, _) = p.capacities(margin);
+    let (mut caps, _) = p.capacities(margin);
+    // The plan's draft keeps its place in the baseline's flags: reserve
+    // what it takes there before choosing -ngl, as the planner does.
+    if let Some(d) = &plan.draft {
+        let place = d.device.map_or(DraftPlace::Host, DraftPlace::Device);
+        let all: Vec<usize> = (0..p.hw.devices.len()).collect();
+        if let Some((devs, _)) = p.draft_use(&plan.ctx, place, &all) {
+            for (c, u) in caps.iter_mut().zip(&devs) {
+                *c = c.saturating_sub(*u);
+            }
+        }
+    }
     let fitted = fit_baseline(p, plan, sim);
     let mut candidates = Vec::new();
     if let Some(f) = fitted {
@@ -336,5 +347,42 @@ mod tests {
             assert!(!why(&out.plan, &out.prediction, b).is_empty());
         }
         assert!(out.prediction.decode_tps > bs[1].prediction.decode_tps * 1.2);
+    }
+
+    /// With a draft, the plain -ngl baseline reserves the draft's memory
+    /// where the plan put it (its flags keep the draft): it fits.
+    #[test]
+    fn ngl_baseline_reserves_the_draft() {
+        use crate::model::Model;
+        use crate::solver::exact::LlamaCppDraftSimulator;
+        use crate::solver::plan::DraftModel;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        let m = Model::load(&dir.join("llama-3.1-8b-q8_0.toml")).unwrap();
+        let d = Model::load(&dir.join("llama-3.2-1b-q8_0.toml")).unwrap();
+        let (hw, _) = crate::hardware::presets::load_file_or_preset("laptop-rtx4060").unwrap();
+        let p = Planner::new(&m, &hw, None).unwrap().with_draft(DraftModel {
+            model: &d,
+            path: "d.gguf".into(),
+            n_max: 3,
+            auto: false,
+            accept: 0.7,
+        });
+        let sim = LlamaCppDraftSimulator {
+            opts: Default::default(),
+            draft: &d,
+        };
+        let req = Request {
+            ctx: CtxRequest::Fixed(32768),
+            ..Request::default()
+        };
+        let out = p.plan(&req, &sim).unwrap();
+        assert_eq!(out.draft.as_ref().unwrap().device, "CUDA0");
+        let bs = baselines(&p, &out.plan, req.margin, &sim);
+        let ngl = bs.iter().find(|b| b.name == "ngl").unwrap();
+        assert!(ngl.argv.join(" ").contains("-devd CUDA0"), "{:?}", ngl.argv);
+        assert!(ngl.fits, "{:?}", ngl.argv);
+        // Without the reservation -ngl 18 was chosen, ~2.4 GiB over.
+        let on_gpu = ngl.plan.layout.layer_dev.iter().flatten().count();
+        assert!(on_gpu < 18, "{on_gpu}");
     }
 }
