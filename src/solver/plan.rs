@@ -15,7 +15,7 @@ use super::flags::{argv, DraftPlan, Plan};
 use super::layout::{memory, summary, Layout};
 use super::milp::{self, Limits, Status};
 use super::sim::{SimError, SimReport, Simulator};
-use super::speed::{predict, Prediction, Rates};
+use super::speed::{predict, Prediction, Rates, Share};
 use crate::gguf::GgmlType;
 use crate::hardware::{Hardware, Overflow, Usage};
 use crate::llamacpp::{self, flags as llflags};
@@ -958,13 +958,21 @@ impl<'a> Planner<'a> {
     }
 
     /// Prediction of a plan. With a draft, decode is the effective speed
-    /// of speculative decoding ([`Self::draft_prediction`]); prefill, the
-    /// splits and the per-device shares stay the target's.
+    /// of speculative decoding ([`Self::draft_prediction`]) and each
+    /// place's share is of a speculative step (`n` draft decodes and one
+    /// verify pass) per accepted token; prefill and the splits stay the
+    /// target's.
     pub fn predict(&self, plan: &Plan) -> Prediction {
         let mut p = self.predict_target(plan);
-        if let Some(d) = self.draft_prediction(plan) {
+        if let Some((d, verify, draft)) = self.speculate(plan) {
             p.decode_tps = d.effective_decode_tps;
             p.decode_s = 1.0 / d.effective_decode_tps;
+            p.shares = step_shares(
+                &verify.shares,
+                &draft.shares,
+                f64::from(d.n_max),
+                d.tokens_per_step,
+            );
         }
         p
     }
@@ -978,6 +986,12 @@ impl<'a> Planner<'a> {
     /// independently). With each drafted token accepted with probability
     /// `a`, independently, a step yields `(1 − a^(n+1)) / (1 − a)` tokens.
     pub fn draft_prediction(&self, plan: &Plan) -> Option<DraftPrediction> {
+        self.speculate(plan).map(|s| s.0)
+    }
+
+    /// [`Self::draft_prediction`], with the predictions of its verify pass
+    /// and of one draft decode.
+    fn speculate(&self, plan: &Plan) -> Option<(DraftPrediction, Prediction, Prediction)> {
         let dp = plan.draft.as_ref()?;
         let dm = self.draft.as_ref()?;
         let n = f64::from(dp.n_max);
@@ -1017,7 +1031,7 @@ impl<'a> Planner<'a> {
             (1.0 - a.powf(n + 1.0)) / (1.0 - a)
         };
         let step = n * draft.decode_s + verify.decode_s;
-        Some(DraftPrediction {
+        let d = DraftPrediction {
             device: dp
                 .device
                 .map_or_else(|| "CPU".to_string(), |d| self.hw.devices[d].name.clone()),
@@ -1028,7 +1042,8 @@ impl<'a> Planner<'a> {
             verify_s: verify.decode_s,
             target_decode_tps: target.decode_tps,
             effective_decode_tps: tokens / step,
-        })
+        };
+        Some((d, verify, draft))
     }
 
     /// Overflows of a simulated report against the planning limits.
@@ -1406,6 +1421,42 @@ pub const PREFILL_TIE_WEIGHT: f64 = 0.01;
 /// count as equal (as in [`better`]).
 const DECODE_TIE: f64 = 0.01;
 
+/// Each place's decode seconds per accepted token under speculative
+/// decoding: one step is `n` draft decodes and one verify pass and yields
+/// `tokens`, so a place's time is `(n·draft + verify) / tokens`, in the
+/// order CPU, devices, `sync` of the two lists. The shares sum to one, as
+/// the times sum to the effective seconds per token.
+fn step_shares(verify: &[Share], draft: &[Share], n: f64, tokens: f64) -> Vec<Share> {
+    let mut names: Vec<&str> = Vec::new();
+    for s in verify.iter().chain(draft) {
+        if s.name != "sync" && !names.contains(&s.name.as_str()) {
+            names.push(&s.name);
+        }
+    }
+    if verify.iter().chain(draft).any(|s| s.name == "sync") {
+        names.push("sync");
+    }
+    let of = |list: &[Share], name: &str| {
+        list.iter()
+            .find(|s| s.name == name)
+            .map_or(0.0, |s| s.decode_s)
+    };
+    let times: Vec<f64> = names
+        .iter()
+        .map(|&name| (n * of(draft, name) + of(verify, name)) / tokens.max(f64::MIN_POSITIVE))
+        .collect();
+    let total: f64 = times.iter().sum();
+    names
+        .into_iter()
+        .zip(times)
+        .map(|(name, decode_s)| Share {
+            name: name.to_string(),
+            decode_s,
+            share: if total > 0.0 { decode_s / total } else { 0.0 },
+        })
+        .collect()
+}
+
 /// Placement ranking at one configuration: decode time; within
 /// [`DECODE_TIE`] of each other, prefill time when it differs by more than
 /// that too; else the incumbent `b` stays (no churn on rounding noise).
@@ -1713,6 +1764,28 @@ mod tests {
             )
             .unwrap();
         assert!(host.argv.join(" ").contains("-ngld 0"));
+        // Shares are of the speculative step per accepted token: they add
+        // up to the effective seconds per token, and a draft on the host
+        // gives the CPU a larger share than the target's own decode does.
+        for o in [&out, &host] {
+            let sum: f64 = o.prediction.shares.iter().map(|s| s.decode_s).sum();
+            assert!((sum - o.prediction.decode_s).abs() <= 1e-9 * sum, "{sum}");
+            let total: f64 = o.prediction.shares.iter().map(|s| s.share).sum();
+            assert!((total - 1.0).abs() < 1e-9);
+        }
+        let cpu = |pr: &Prediction| {
+            pr.shares
+                .iter()
+                .find(|s| s.name == "CPU")
+                .map_or(0.0, |s| s.share)
+        };
+        let target_only = p.predict_target(&host.plan);
+        assert!(
+            cpu(&host.prediction) > cpu(&target_only) + 0.05,
+            "{:?} vs {:?}",
+            host.prediction.shares,
+            target_only.shares
+        );
         let plain = Planner::new(&m, &hw, None)
             .unwrap()
             .plan(&req, &LlamaCppSimulator::default())
