@@ -28,7 +28,7 @@
 //! fewest blocks, then the fewest bytes. [`lower_bound`] bounds every
 //! layout from below, which lets the planner prove a DP plan within the gap.
 //!
-//! Most ranges never need that choice: [`seg_lb`] bounds a range's time
+//! Most ranges never need that choice: `seg_lb` bounds a range's time
 //! from below (its deficit at the cheapest seconds per freed byte), and a
 //! range whose bound cannot beat the best continuation so far is skipped,
 //! a scan stopped once no longer range can (the bound only grows along a
