@@ -194,6 +194,15 @@ struct Tables {
     hop: Vec<f64>,
 }
 
+impl Tables {
+    /// Whether an over-full range is priced by [`choose`]: exact for one
+    /// or two expert sizes, a good choice beyond (the relaxed bound prices
+    /// more sizes by their fractional cost instead).
+    fn by_choose(&self) -> bool {
+        !self.groups.is_empty() && (self.groups.len() <= 2 || !self.relaxed)
+    }
+}
+
 /// Size groups the exact segment choice handles.
 pub const MAX_GROUPS: usize = 6;
 
@@ -272,7 +281,7 @@ fn tables(p: &Problem) -> Tables {
         })
         .collect();
     let move_w: Vec<_> = (0..p.order.len())
-        .map(|k| weights_at(p, &groups, k))
+        .map(|k| weights(&groups, su.host_bw, su.bw[k], su.hop[k]))
         .collect();
     // Row by row, every entry written once (no zero fill of the whole
     // table first).
@@ -343,15 +352,6 @@ fn tables(p: &Problem) -> Tables {
         groups,
         cnt,
     }
-}
-
-/// [`weights`] on device slot `k` of `p`.
-fn weights_at(p: &Problem, groups: &[(u64, f64)], k: usize) -> [f64; MAX_GROUPS] {
-    let d = p.order[k];
-    let bw = p.rates.devices.get(d).map_or(1.0, |r| r.bandwidth_gbs) * GB;
-    let link = p.rates.devices.get(d).map_or(16.0, |r| r.link_gbs) * GB;
-    let hop = 2.0 * (T_SPLIT_S + p.costs.act_bytes_per_token as f64 / link);
-    weights(groups, p.rates.host_bandwidth_gbs * GB, bw, hop)
 }
 
 /// Prefill seconds per prompt token of one block with its FFN on its
@@ -428,7 +428,7 @@ fn seg_lb(
     if !p.allow_ffn_host {
         return None;
     }
-    if !t.groups.is_empty() && (t.groups.len() <= 2 || !t.relaxed) {
+    if t.by_choose() {
         // `choose` finds a pick iff the range's FFNs cover the deficit.
         if t.ffn[j] - t.ffn[i] < deficit {
             return None;
@@ -471,7 +471,7 @@ fn seg_from(
     }
     let (hb, bw) = (t.host_bw, t.bw[k]);
     let hop = t.hop[k];
-    if !t.groups.is_empty() && (t.groups.len() <= 2 || !t.relaxed) {
+    if t.by_choose() {
         // Exact for ≤ 2 sizes (and a good choice beyond): the fewest blocks,
         // then the fewest bytes among those.
         let w = &t.move_w[k];
@@ -736,59 +736,38 @@ pub fn solve_on(p: &Problem, pre: &mut Prepared) -> Option<Layout> {
 /// copy, and moved FFNs have no host limit. Minus one crossing per device
 /// the DP may count more than the speed model. `None`: nothing fits.
 pub fn lower_bound(p: &Problem) -> Option<f64> {
-    let pure = run(
-        &Problem {
-            allow_ffn_host: false,
-            ..p.clone()
-        },
-        false,
-    )
-    .map(|(_, v)| v);
-    lower_bound_given_pure(p, pure)
+    let mut pre = Prepared::new(p);
+    let pure = Problem {
+        allow_ffn_host: false,
+        ..p.clone()
+    };
+    let value = solve_valued_on(&pure, &mut pre).map(|(_, v)| v);
+    lower_bound_given_pure_on(p, &mut pre, value)
 }
 
-/// [`solve`], with the DP's objective value (decode seconds as the DP
-/// counts them) for [`lower_bound_given_pure`].
-pub fn solve_valued(p: &Problem) -> Option<(Layout, f64)> {
-    run(p, false)
-}
-
-/// [`solve_valued`] on prepared tables (see [`solve_on`]).
+/// [`solve_on`], with the DP's objective value (decode seconds as the DP
+/// counts them) for [`lower_bound_given_pure_on`].
 pub fn solve_valued_on(p: &Problem, pre: &mut Prepared) -> Option<(Layout, f64)> {
     run_on(p, pre, false)
 }
 
-/// [`lower_bound`], given `pure`: the value [`solve_valued`] returned for
-/// the same problem with `allow_ffn_host: false` (the planner has just run
-/// that DP; running it again here was a sixth of a `--sweep` row's solve).
-pub fn lower_bound_given_pure(p: &Problem, pure: Option<f64>) -> Option<f64> {
-    lower_bound_given_pure_on(p, &mut Prepared::new(p), pure)
-}
-
-/// [`lower_bound_given_pure`] on prepared tables (see [`solve_on`]).
+/// [`lower_bound`], given `pure`: the value [`solve_valued_on`] returned
+/// for the same problem with `allow_ffn_host: false` (the planner has just
+/// run that DP; running it again here was a sixth of a `--sweep` row's
+/// solve), on tables prepared for `p` (see [`solve_on`]).
 pub fn lower_bound_given_pure_on(
     p: &Problem,
     pre: &mut Prepared,
     pure: Option<f64>,
 ) -> Option<f64> {
-    let slack = p
-        .order
-        .iter()
-        .map(|&d| {
-            let link = p.rates.devices.get(d).map_or(16.0, |r| r.link_gbs) * GB;
-            T_SPLIT_S + p.costs.act_bytes_per_token as f64 / link
-        })
-        .sum::<f64>();
     let relaxed = run_on(p, pre, true).map(|(_, v)| v);
+    // One split and activation hop per device slot.
+    let slack = pre.t.act_link.iter().map(|&a| T_SPLIT_S + a).sum::<f64>();
     let lb = match (relaxed, pure) {
         (Some(a), Some(b)) => a.min(b),
         (a, b) => a.or(b)?,
     };
     Some(lb - slack)
-}
-
-fn run(p: &Problem, relaxed: bool) -> Option<(Layout, f64)> {
-    run_on(p, &mut Prepared::new(p), relaxed)
 }
 
 fn run_on(p: &Problem, pre: &mut Prepared, relaxed: bool) -> Option<(Layout, f64)> {
@@ -812,10 +791,7 @@ fn run_on(p: &Problem, pre: &mut Prepared, relaxed: bool) -> Option<(Layout, f64
     // a scan stops once no longer range can beat the best so far: even
     // the cheapest remainder after it (`after[j]`, the suffix minimum of
     // the next device's table) does not make up the difference.
-    let monotone = |k: usize| {
-        !p.allow_ffn_host
-            || (!t.groups.is_empty() && (t.groups.len() <= 2 || !relaxed) && t.move_lb[k].is_some())
-    };
+    let monotone = |k: usize| !p.allow_ffn_host || (t.by_choose() && t.move_lb[k].is_some());
     let suffix_min = |v: &[f64]| {
         let mut m = v.to_vec();
         for j in (0..m.len().saturating_sub(1)).rev() {
