@@ -344,44 +344,27 @@ fn draft_context_follows_b11434() {
     assert_eq!(spec.devices[1].total_bytes, d.devices[1].total_bytes);
     // One -devd device forces -sm layer for the draft: the main `-mg 1`
     // does not apply to its one-device list.
+    let base = [
+        "-c",
+        "4096",
+        "-ngl",
+        "99",
+        "-sm",
+        "none",
+        "-mg",
+        "1",
+        "-dev",
+        "CUDA0,CUDA1",
+    ];
     let mg = run(
         &[
-            "-c",
-            "4096",
-            "-ngl",
-            "99",
-            "-sm",
-            "none",
-            "-mg",
-            "1",
-            "-dev",
-            "CUDA0,CUDA1",
-            "-md",
-            "d.gguf",
-            "-devd",
-            "CUDA0",
-            "-fit",
-            "off",
-        ],
+            &base[..],
+            &["-md", "d.gguf", "-devd", "CUDA0", "-fit", "off"],
+        ]
+        .concat(),
         true,
     );
-    let target_only = run(
-        &[
-            "-c",
-            "4096",
-            "-ngl",
-            "99",
-            "-sm",
-            "none",
-            "-mg",
-            "1",
-            "-dev",
-            "CUDA0,CUDA1",
-            "-fit",
-            "off",
-        ],
-        false,
-    );
+    let target_only = run(&[&base[..], &["-fit", "off"]].concat(), false);
     assert_eq!(target_only.devices[0].total_bytes, 0);
     assert!(mg.devices[0].model_bytes > 0);
 }

@@ -353,27 +353,13 @@ mod tests {
     /// where the plan put it (its flags keep the draft): it fits.
     #[test]
     fn ngl_baseline_reserves_the_draft() {
-        use crate::model::Model;
         use crate::solver::exact::LlamaCppDraftSimulator;
-        use crate::solver::plan::DraftModel;
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-        let m = Model::load(&dir.join("llama-3.1-8b-q8_0.toml")).unwrap();
-        let d = Model::load(&dir.join("llama-3.2-1b-q8_0.toml")).unwrap();
-        let (hw, _) = crate::hardware::presets::load_file_or_preset("laptop-rtx4060").unwrap();
-        let p = Planner::new(&m, &hw, None).unwrap().with_draft(DraftModel {
-            model: &d,
-            path: "d.gguf".into(),
-            n_max: 3,
-            auto: false,
-            accept: 0.7,
-        });
+        use crate::solver::plan::tests::{draft3, laptop_llama_with_draft};
+        let (m, d, hw, req) = laptop_llama_with_draft();
+        let p = Planner::new(&m, &hw, None).unwrap().with_draft(draft3(&d));
         let sim = LlamaCppDraftSimulator {
             opts: Default::default(),
             draft: &d,
-        };
-        let req = Request {
-            ctx: CtxRequest::Fixed(32768),
-            ..Request::default()
         };
         let out = p.plan(&req, &sim).unwrap();
         assert_eq!(out.draft.as_ref().unwrap().device, "CUDA0");

@@ -731,19 +731,15 @@ impl<'a> Planner<'a> {
         caps: &(Vec<u64>, u64),
         hint: Option<u64>,
     ) -> Option<u64> {
-        let step = ctx_step(req.slots, req.kv_unified);
-        Self::max_ctx_near_by(
-            step,
-            self.max_ctx_steps(step),
-            hint,
-            self.fits_fn(req, ub, fa, kv, caps),
-        )
+        let (step, hi_k) = self.ctx_steps(req);
+        Self::max_ctx_near_by(step, hi_k, hint, self.fits_fn(req, ub, fa, kv, caps))
     }
 
-    /// The training context in context steps (at least one): the largest
-    /// context a max-context search returns.
-    fn max_ctx_steps(&self, step: u64) -> u64 {
-        (self.model.hparams.n_ctx_train / step).max(1)
+    /// The context step of `req` and the training context in steps (at
+    /// least one): the largest context a max-context search returns.
+    fn ctx_steps(&self, req: &Request) -> (u64, u64) {
+        let step = ctx_step(req.slots, req.kv_unified);
+        (step, (self.model.hparams.n_ctx_train / step).max(1))
     }
 
     /// [`Self::max_ctx_near`] over any test `fits(k)` (k context steps, at
@@ -764,7 +760,7 @@ impl<'a> Planner<'a> {
         }
         // `h` fits: gallop up until something does not.
         let mut lo = h;
-        let mut hi;
+        let hi;
         let mut stride = 1;
         loop {
             if lo == hi_k {
@@ -779,16 +775,7 @@ impl<'a> Planner<'a> {
                 break;
             }
         }
-        debug_assert!(hi > lo);
-        while hi - lo > 1 {
-            let mid = lo + (hi - lo) / 2;
-            if fits(mid) {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-        }
-        Some(lo * step)
+        Some(bisect(lo, hi, &mut fits) * step)
     }
 
     /// Whether some placement fits at `k` context steps (the max-context
@@ -837,13 +824,8 @@ impl<'a> Planner<'a> {
         caps: &(Vec<u64>, u64),
         known: Option<u64>,
     ) -> Option<u64> {
-        let step = ctx_step(req.slots, req.kv_unified);
-        Self::max_ctx_from_by(
-            step,
-            self.max_ctx_steps(step),
-            known,
-            self.fits_fn(req, ub, fa, kv, caps),
-        )
+        let (step, hi_k) = self.ctx_steps(req);
+        Self::max_ctx_from_by(step, hi_k, known, self.fits_fn(req, ub, fa, kv, caps))
     }
 
     /// [`Self::max_ctx_from`] over any test `fits(k)` (see
@@ -854,7 +836,7 @@ impl<'a> Planner<'a> {
         known: Option<u64>,
         mut fits: impl FnMut(u64) -> bool,
     ) -> Option<u64> {
-        let (mut lo, mut hi);
+        let (lo, mut hi);
         if let Some(h) = known.map(|n| (n / step).clamp(1, hi_k)) {
             if fits(h) {
                 return Some(h * step);
@@ -883,15 +865,7 @@ impl<'a> Planner<'a> {
                 return Some(hi * step);
             }
         }
-        while hi - lo > 1 {
-            let mid = lo + (hi - lo) / 2;
-            if fits(mid) {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-        }
-        Some(lo * step)
+        Some(bisect(lo, hi, &mut fits) * step)
     }
 
     fn plan_of(&self, layout: Layout, cfg: CtxConfig, req: &Request) -> Plan {
@@ -1222,8 +1196,7 @@ impl<'a> Planner<'a> {
                             CtxRequest::Max => {
                                 let prev = known.get(i).copied();
                                 i += 1;
-                                let step = ctx_step(req.slots, req.kv_unified);
-                                let hi_k = self.max_ctx_steps(step);
+                                let (step, hi_k) = self.ctx_steps(req);
                                 // The answer is the last context that fit:
                                 // keep its host-FFN DP layout for `solve`.
                                 let fits = |k: u64| match self.fits_at(req, ub, fa, kv, caps, k) {
@@ -1421,6 +1394,21 @@ pub const PREFILL_TIE_WEIGHT: f64 = 0.01;
 /// count as equal (as in [`better`]).
 const DECODE_TIE: f64 = 0.01;
 
+/// The largest `k` in `[lo, hi)` with `fits(k)`, given that `lo` fits
+/// and `hi` does not (one boundary: memory grows with context).
+fn bisect(mut lo: u64, mut hi: u64, fits: &mut impl FnMut(u64) -> bool) -> u64 {
+    debug_assert!(hi > lo);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
 /// Each place's decode seconds per accepted token under speculative
 /// decoding: one step is `n` draft decodes and one verify pass and yields
 /// `tokens`, so a place's time is `(n·draft + verify) / tokens`, in the
@@ -1483,7 +1471,7 @@ fn better(a: &Plan, pa: &Prediction, b: &Plan, pb: &Prediction, max_ctx: bool) -
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::solver::sim::PlanningSimulator;
     use crate::solver::synthetic::{build, Spec};
@@ -1675,9 +1663,21 @@ mod tests {
         Model::load(&dir.join(file)).unwrap()
     }
 
+    /// `d` drafting 3 tokens per step at 70 % acceptance (llama.cpp's
+    /// default count), as `d.gguf`.
+    pub(crate) fn draft3(d: &Model) -> DraftModel<'_> {
+        DraftModel {
+            model: d,
+            path: "d.gguf".into(),
+            n_max: 3,
+            auto: false,
+            accept: 0.7,
+        }
+    }
+
     /// Llama-3.1-8B Q8_0, its Llama-3.2-1B Q8_0 draft, the 8 GB laptop
     /// preset and a 32k request.
-    fn laptop_llama_with_draft() -> (Model, Model, Hardware, Request) {
+    pub(crate) fn laptop_llama_with_draft() -> (Model, Model, Hardware, Request) {
         let (hw, _) = crate::hardware::presets::load_file_or_preset("laptop-rtx4060").unwrap();
         let req = Request {
             ctx: CtxRequest::Fixed(32768),
@@ -1700,13 +1700,7 @@ mod tests {
     fn draft_on_the_gpu_is_reserved_simulated_and_faster() {
         use crate::solver::exact::{LlamaCppDraftSimulator, LlamaCppSimulator};
         let (m, d, hw, req) = laptop_llama_with_draft();
-        let draft = DraftModel {
-            model: &d,
-            path: "d.gguf".into(),
-            n_max: 3,
-            auto: false,
-            accept: 0.7,
-        };
+        let draft = draft3(&d);
         let sim = LlamaCppDraftSimulator {
             opts: Default::default(),
             draft: &d,
@@ -1860,13 +1854,7 @@ mod tests {
         use crate::solver::exact::LlamaCppDraftSimulator;
         let m = shipped("qwen3-30b-a3b-q4_k_m.toml");
         let d = shipped("qwen3-0.6b-q8_0.toml");
-        let draft = DraftModel {
-            model: &d,
-            path: "d.gguf".into(),
-            n_max: 3,
-            auto: false,
-            accept: 0.7,
-        };
+        let draft = draft3(&d);
         let sim = LlamaCppDraftSimulator {
             opts: Default::default(),
             draft: &d,
